@@ -1,0 +1,20 @@
+"""lightning-unlearn: instance-wise unlearning for pre-trained classifiers, inside PyTorch Lightning."""
+
+from lightning_unlearn.anchors import AnchorPool, PGDAnchors
+from lightning_unlearn.callback import InstanceUnlearning, RequestSummary
+from lightning_unlearn.data import ForgetSet
+from lightning_unlearn.importance import MASImportance
+from lightning_unlearn.module import UnlearningModule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnchorPool",
+    "ForgetSet",
+    "InstanceUnlearning",
+    "MASImportance",
+    "PGDAnchors",
+    "RequestSummary",
+    "UnlearningModule",
+    "__version__",
+]

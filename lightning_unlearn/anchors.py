@@ -1,0 +1,266 @@
+"""Adversarial anchors: targeted PGD examples around the forget instances that hold the decision boundary in place."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lightning_unlearn.functional.losses import ANCHOR_LOSS_KINDS, AnchorLossKind, anchor_loss
+from lightning_unlearn.functional.pgd import NORMS, Norm, eval_mode, other_classes, targeted_pgd
+
+AnchorLabel = Literal["prediction", "target"]
+Backend = Literal["auto", "builtin", "torchattacks"]
+ANCHOR_LABELS: tuple[str, ...] = ("prediction", "target")
+BACKENDS: tuple[str, ...] = ("auto", "builtin", "torchattacks")
+
+
+@dataclass
+class AnchorPool:
+    """Anchors of one request, on the model's device.
+
+    Attributes:
+        inputs: ``[A, ...]`` adversarial inputs.
+        labels: ``[A]`` hard labels the anchors are trained with.
+        logits: ``[A, C]`` the pre-trained model's logits on the anchors (the soft targets of ``loss="kl"``).
+        attack_targets: ``[A]`` the class each anchor was pushed toward.
+    """
+
+    inputs: Tensor
+    labels: Tensor
+    logits: Tensor
+    attack_targets: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def success_rate(self) -> float:
+        """Share of anchors the pre-trained model assigns to their attack target."""
+        if len(self) == 0:
+            return 0.0
+        return float((self.logits.argmax(-1) == self.attack_targets).float().mean())
+
+
+class PGDAnchors:
+    """Generates adversarial anchors from the forget instances and supplies their loss during unlearning.
+
+    For each forget instance, ``per_instance`` anchors are made by targeted PGD toward classes drawn uniformly from the
+    other ``C - 1`` classes, with the model in eval mode, once at the start of a request. Each anchor is then trained
+    toward the label the pre-trained model gives it (``label="prediction"``, the default) or toward its attack target
+    (``label="target"``, the reference code's choice), with cross-entropy or by KL distillation of the pre-trained
+    outputs (``loss="kl"``).
+
+    Args:
+        norm: ``"l2"`` or ``"linf"``.
+        eps: radius of the perturbation ball, in input units (after ``input_range`` scaling).
+        step_size: PGD step; ``None`` means ``eps / 4``.
+        steps: PGD steps.
+        per_instance: anchors generated per forget instance.
+        label: ``"prediction"`` or ``"target"``.
+        loss: ``"ce"`` or ``"kl"``.
+        weight: weight of the anchor loss relative to the forget loss.
+        batch_size: anchors drawn per training step.
+        input_range: ``(low, high)`` of valid inputs; the forget inputs must lie in it.
+        random_start: start PGD at a random point of the ball.
+        backend: ``"builtin"`` (the package's PGD), ``"torchattacks"`` (needs ``lightning-unlearn[torchattacks]``) or
+            ``"auto"`` (torchattacks when installed, else builtin).
+
+    Raises:
+        ValueError: if an argument is outside its valid range or choices.
+        ModuleNotFoundError: if ``backend="torchattacks"`` and torchattacks is not installed.
+
+    Example:
+        >>> anchors = PGDAnchors(eps=1.0, steps=10, per_instance=4, backend="builtin")
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> pool = anchors.generate(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), num_classes=3)
+        >>> len(pool), tuple(pool.inputs.shape)
+        (8, (8, 1, 2, 2))
+    """
+
+    def __init__(
+        self,
+        norm: Norm = "l2",
+        eps: float = 1.0,
+        step_size: float | None = None,
+        steps: int = 20,
+        per_instance: int = 20,
+        label: AnchorLabel = "prediction",
+        loss: AnchorLossKind = "kl",
+        weight: float = 1.0,
+        batch_size: int = 256,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        random_start: bool = True,
+        backend: Backend = "auto",
+    ) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
+        if label not in ANCHOR_LABELS:
+            raise ValueError(f"`label` must be one of {ANCHOR_LABELS}, got {label!r}.")
+        if loss not in ANCHOR_LOSS_KINDS:
+            raise ValueError(f"`loss` must be one of {ANCHOR_LOSS_KINDS}, got {loss!r}.")
+        if backend not in BACKENDS:
+            raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
+        for name, value in (("eps", eps), ("steps", steps), ("per_instance", per_instance), ("batch_size", batch_size)):
+            if value <= 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if step_size is not None and step_size <= 0:
+            raise ValueError(f"`step_size` must be > 0 or None, got {step_size}.")
+        if weight < 0:
+            raise ValueError(f"`weight` must be >= 0, got {weight}.")
+        low, high = input_range
+        if not low < high:
+            raise ValueError(f"`input_range` must be (low, high) with low < high, got {input_range}.")
+        if backend == "torchattacks" and not torchattacks_available():
+            raise ModuleNotFoundError(
+                "`backend='torchattacks'` needs torchattacks: pip install 'lightning-unlearn[torchattacks]',"
+                " or use backend='builtin'."
+            )
+        self.norm = norm
+        self.eps = float(eps)
+        self.step_size = float(step_size) if step_size is not None else self.eps / 4
+        self.steps = int(steps)
+        self.per_instance = int(per_instance)
+        self.label = label
+        self.loss = loss
+        self.weight = float(weight)
+        self.batch_size = int(batch_size)
+        self.input_range = (float(low), float(high))
+        self.random_start = random_start
+        self.backend = backend
+
+    @property
+    def resolved_backend(self) -> str:
+        """The backend ``generate`` uses: ``"auto"`` resolved against what is installed."""
+        if self.backend == "auto":
+            return "torchattacks" if torchattacks_available() else "builtin"
+        return self.backend
+
+    def check_inputs(self, inputs: Tensor) -> None:
+        """Raise if ``inputs`` fall outside ``input_range`` (PGD would clamp them and change the instances).
+
+        Raises:
+            ValueError: naming the range found and the declared one.
+        """
+        low, high = self.input_range
+        found = (float(inputs.min()), float(inputs.max()))
+        if found[0] < low - 1e-6 or found[1] > high + 1e-6:
+            raise ValueError(
+                f"forget inputs span [{found[0]:.4g}, {found[1]:.4g}], outside `input_range`={self.input_range} of"
+                " PGDAnchors; pass the range your inputs live in (normalisation belongs inside the model)."
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        labels: Tensor,
+        num_classes: int,
+        generator: torch.Generator | None = None,
+        chunk_size: int = 2048,
+    ) -> AnchorPool:
+        """Make ``per_instance`` anchors for each input with the model in eval mode (each submodule's mode restored).
+
+        Args:
+            model: the classifier (not a DDP wrapper).
+            inputs: ``[k, ...]`` forget inputs on the model's device.
+            labels: ``[k]`` their labels (attack targets are drawn among the other classes).
+            num_classes: number of classes ``C``.
+            generator: CPU generator for targets and random starts (seed it per process).
+            chunk_size: anchors attacked per PGD call (bounds memory).
+
+        Returns:
+            The :class:`AnchorPool`.
+        """
+        self.check_inputs(inputs)
+        source = inputs.repeat_interleave(self.per_instance, dim=0)
+        source_labels = labels.repeat_interleave(self.per_instance, dim=0)
+        targets = other_classes(source_labels, num_classes, generator)
+        attack = self._attack_fn(model, generator)
+        adv_chunks, logit_chunks = [], []
+        with eval_mode(model):
+            for x, t in zip(source.split(chunk_size), targets.split(chunk_size)):
+                adv = attack(x, t)
+                adv_chunks.append(adv)
+                logit_chunks.append(model(adv).float())
+        adv_all = torch.cat(adv_chunks)
+        logits = torch.cat(logit_chunks)
+        hard = logits.argmax(-1) if self.label == "prediction" else targets
+        return AnchorPool(inputs=adv_all, labels=hard, logits=logits, attack_targets=targets)
+
+    def loss_on(self, logits: Tensor, pool: AnchorPool, index: Tensor) -> Tensor:
+        """The anchor loss of the anchors at ``index`` given the current ``logits`` on them (unweighted)."""
+        reference = pool.labels[index] if self.loss == "ce" else pool.logits[index]
+        return anchor_loss(logits, reference, kind=self.loss)
+
+    def _attack_fn(self, model: nn.Module, generator: torch.Generator | None) -> Callable[[Tensor, Tensor], Tensor]:
+        if self.resolved_backend == "torchattacks":
+            return self._torchattacks_fn(model, generator)
+
+        def builtin(x: Tensor, t: Tensor) -> Tensor:
+            return targeted_pgd(
+                model,
+                x,
+                t,
+                norm=self.norm,
+                eps=self.eps,
+                step_size=self.step_size,
+                steps=self.steps,
+                random_start=self.random_start,
+                input_range=self.input_range,
+                generator=generator,
+            )
+
+        return builtin
+
+    def _torchattacks_fn(
+        self, model: nn.Module, generator: torch.Generator | None
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        import torchattacks
+
+        cls = torchattacks.PGDL2 if self.norm == "l2" else torchattacks.PGD
+        low, high = self.input_range
+        scale = high - low
+        # torchattacks works on [0, 1] inputs: rescale the range into it and the model's input back out of it.
+        wrapped = _Rescaled(model, low, scale).eval()  # eval: torchattacks then never calls `.train()` afterwards
+        atk = cls(
+            wrapped,
+            eps=self.eps / scale,
+            alpha=self.step_size / scale,
+            steps=self.steps,
+            random_start=self.random_start,
+        )
+        atk.set_mode_targeted_by_label(quiet=True)
+        device = next(model.parameters()).device
+        atk.set_device(device)
+
+        def run(x: Tensor, t: Tensor) -> Tensor:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            devices = [device] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                torch.manual_seed(seed)
+                adv = atk((x - low) / scale, t)
+            return adv.detach() * scale + low
+
+        return run
+
+
+class _Rescaled(nn.Module):
+    def __init__(self, model: nn.Module, low: float, scale: float) -> None:
+        super().__init__()
+        self.model = model
+        self.low = low
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x * self.scale + self.low)
+
+
+def torchattacks_available() -> bool:
+    """Whether the optional torchattacks backend is installed."""
+    return importlib.util.find_spec("torchattacks") is not None

@@ -1,0 +1,367 @@
+"""The callback that runs an unlearning request inside an ordinary ``Trainer.fit``."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_unlearn.anchors import AnchorPool, PGDAnchors
+from lightning_unlearn.functional.losses import forget_loss
+from lightning_unlearn.importance import MASImportance, snapshot
+from lightning_unlearn.module import UnlearningModule
+
+_UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+@dataclass
+class RequestSummary:
+    """What one request did.
+
+    Attributes:
+        request: index of the request (0 for the first ``fit`` with this callback).
+        k: number of forget instances (over all processes).
+        steps: optimizer steps taken.
+        seconds: wall time of the request, anchors and importance included.
+        setup_seconds: of which anchor generation and importance estimation.
+        remaining_before: instances not yet unlearned at the start.
+        remaining_after: instances not unlearned at the end (0 on success).
+        unlearned: whether every instance was unlearned.
+        restored: whether the original weights were put back (request failed and ``restore_on_failure``).
+        anchors: number of anchors (over all processes).
+        anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
+    """
+
+    request: int
+    k: int
+    steps: int = 0
+    seconds: float = 0.0
+    setup_seconds: float = 0.0
+    remaining_before: int = 0
+    remaining_after: int = 0
+    unlearned: bool = False
+    restored: bool = False
+    anchors: int = 0
+    anchor_success_rate: float = float("nan")
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, ready for JSON."""
+        return asdict(self)
+
+
+class InstanceUnlearning(Callback):
+    """Unlearn the instances a ``Trainer`` is fitted on, protecting the rest of the model's knowledge.
+
+    At the start of each ``fit`` (one *request*) it collects the forget instances from the training dataloader,
+    generates adversarial anchors around them, estimates weight importance and registers the anchor loss and the
+    importance penalty with the :class:`~lightning_unlearn.UnlearningModule` (or masks gradients in
+    ``on_before_optimizer_step``). After every optimizer step it checks, on the whole forget set, which instances are
+    unlearned and stops the Trainer as soon as all are; ``max_steps`` caps the request. If the request ends with
+    instances still remembered, the original weights are restored (``restore_on_failure=True``).
+
+    Args:
+        anchors: anchor generator; ``None`` disables anchors, ``"default"`` uses ``PGDAnchors()``.
+        importance: importance estimator; ``None`` disables it, ``"default"`` uses ``MASImportance()``.
+        max_steps: optimizer steps at most per request.
+        check_every_n_steps: run the stop check every this many steps.
+        restore_on_failure: put the original weights back if a request ends without every instance unlearned, or
+            raises.
+        keep_forget_data: keep earlier requests' forget instances in memory, keep them unlearned during later
+            requests and include them in the stop check. Off by default: the deleted data is dropped at the end of its
+            request.
+        seed: seed of the anchors' randomness; ``None`` derives it from ``torch.initial_seed()`` (set by
+            ``L.seed_everything``). Each process adds its rank, so shards get different, reproducible draws.
+
+    Raises:
+        ValueError: if an argument is outside its valid range or of the wrong type.
+
+    Example:
+        >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
+        >>> callback.max_steps
+        1000
+    """
+
+    def __init__(
+        self,
+        anchors: PGDAnchors | Literal["default"] | None = "default",
+        importance: MASImportance | Literal["default"] | None = "default",
+        max_steps: int = 1000,
+        check_every_n_steps: int = 1,
+        restore_on_failure: bool = True,
+        keep_forget_data: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if anchors == "default":
+            anchors = PGDAnchors()
+        if importance == "default":
+            importance = MASImportance()
+        if anchors is not None and not isinstance(anchors, PGDAnchors):
+            raise ValueError(f"`anchors` must be a PGDAnchors, 'default' or None, got {type(anchors).__name__}.")
+        if importance is not None and not isinstance(importance, MASImportance):
+            raise ValueError(
+                f"`importance` must be a MASImportance, 'default' or None, got {type(importance).__name__}."
+            )
+        if max_steps <= 0:
+            raise ValueError(f"`max_steps` must be > 0, got {max_steps}.")
+        if check_every_n_steps <= 0:
+            raise ValueError(f"`check_every_n_steps` must be > 0, got {check_every_n_steps}.")
+        self.anchors: PGDAnchors | None = anchors
+        self.importance: MASImportance | None = importance
+        self.max_steps = int(max_steps)
+        self.check_every_n_steps = int(check_every_n_steps)
+        self.restore_on_failure = restore_on_failure
+        self.keep_forget_data = keep_forget_data
+        self.seed = seed
+        self.history: list[RequestSummary] = []
+        # state of the request in progress
+        self._forget: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self._kept: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        self._pool: AnchorPool | None = None
+        self._importance: dict[str, Tensor] | None = None
+        self._reference: dict[str, Tensor] | None = None
+        self._mask: dict[str, Tensor] | None = None
+        self._backup: dict[str, Tensor] | None = None
+        self._summary: RequestSummary | None = None
+        self._anchor_generator = torch.Generator()
+        self._started = 0.0
+        self._steps = 0
+        self._remaining = -1
+
+    @property
+    def summary(self) -> RequestSummary | None:
+        """The summary of the last request (``None`` before the first one ends)."""
+        return self.history[-1] if self.history else None
+
+    @property
+    def importance_scores(self) -> dict[str, Tensor] | None:
+        """Normalised importance of the request in progress or just ended (identical on every process)."""
+        return self._importance
+
+    @property
+    def anchor_pool(self) -> AnchorPool | None:
+        """This process's anchors while a request runs (dropped when it ends)."""
+        return self._pool
+
+    # ------------------------------------------------------------------------------------------------- hooks
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, UnlearningModule):
+            raise TypeError(
+                f"InstanceUnlearning needs an UnlearningModule, got {type(pl_module).__name__}: wrap the classifier"
+                " with `UnlearningModule(classifier, num_classes=...)`."
+            )
+        name = type(trainer.strategy).__name__
+        if name in _UNSUPPORTED_STRATEGIES:
+            raise ValueError(
+                f"InstanceUnlearning does not support strategy {name}; use a data-parallel strategy ('ddp',"
+                " 'ddp_spawn', 'ddp_fork') or a single device."
+            )
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, UnlearningModule)
+        self._started = time.perf_counter()
+        self._steps = 0
+        x, y, t = self._collect(trainer, pl_module)
+        k = int(trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum"))
+        self._summary = RequestSummary(request=len(self.history), k=k)
+        self._backup = {n: v.detach().to("cpu", copy=True) for n, v in pl_module.classifier.state_dict().items()}
+        self._forget = (x, y, t)
+        seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
+        self._anchor_generator.manual_seed(seed + 1_000_003 * len(self.history) + 7919 * trainer.global_rank)
+        if self.anchors is not None:
+            self._setup_anchors(trainer, pl_module, x, y)
+        if self.importance is not None:
+            self._setup_importance(trainer, pl_module, x)
+        if self._kept:
+            pl_module.add_loss_term("replay", self._replay_term(pl_module))
+        self._summary.setup_seconds = time.perf_counter() - self._started
+        self._remaining = self._count_remaining(trainer, pl_module)
+        self._summary.remaining_before = self._remaining
+        rank_zero_info(
+            f"Unlearning request {self._summary.request}: {k} instances, {self._remaining} still remembered;"
+            f" setup {self._summary.setup_seconds:.2f}s."
+        )
+        if self._remaining == 0:
+            trainer.should_stop = True
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._mask is not None and self.importance is not None:
+            self.importance.apply_mask(pl_module.classifier, self._mask)  # type: ignore[arg-type]
+
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        assert isinstance(pl_module, UnlearningModule)
+        self._steps += 1
+        if self._steps % self.check_every_n_steps == 0 or self._steps >= self.max_steps:
+            self._remaining = self._count_remaining(trainer, pl_module)
+            pl_module.log(
+                "forget/remaining", float(self._remaining), on_step=True, on_epoch=False, prog_bar=True, batch_size=1
+            )
+        if self._remaining == 0 or self._steps >= self.max_steps:
+            trainer.should_stop = True
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, UnlearningModule)
+        self._remaining = self._count_remaining(trainer, pl_module)
+        self._finish(pl_module, failed=self._remaining > 0)
+
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(pl_module, UnlearningModule) and self._summary is not None and self._backup is not None:
+            rank_zero_warn(f"Unlearning request interrupted by {type(exception).__name__}.")
+            self._finish(pl_module, failed=True)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [s.to_dict() for s in self.history],
+            "steps": self._steps,
+            "importance": _to_cpu(self._importance),
+            "reference": _to_cpu(self._reference),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [RequestSummary(**s) for s in state_dict.get("history", [])]
+
+    # ------------------------------------------------------------------------------------------------- internals
+    def _collect(self, trainer: L.Trainer, pl_module: UnlearningModule) -> tuple[Tensor, Tensor, Tensor | None]:
+        loader = trainer.train_dataloader
+        if loader is None:
+            raise ValueError("InstanceUnlearning needs the forget set as the training dataloader of `fit`.")
+        xs, ys, ts = [], [], []
+        any_target = False
+        for batch in loader:
+            x, y, t = pl_module.split_batch(batch)
+            xs.append(x)
+            ys.append(y)
+            ts.append(t if t is not None else torch.full_like(y, -1))
+            any_target = any_target or t is not None
+        if not xs:
+            raise ValueError("the forget set is empty: `fit` needs at least one instance to unlearn.")
+        device = pl_module.device
+        x_all = torch.cat(xs).to(device)
+        y_all = torch.cat(ys).to(device).long()
+        t_all = torch.cat(ts).to(device).long() if any_target else None
+        c = pl_module.num_classes
+        if int(y_all.min()) < 0 or int(y_all.max()) >= c:
+            raise ValueError(
+                f"forget labels must lie in [0, {c}) (num_classes={c}), got values up to {int(y_all.max())}."
+            )
+        if t_all is not None and int(t_all.max()) >= c:
+            raise ValueError(f"relabel targets must lie in [0, {c}) (num_classes={c}), got {int(t_all.max())}.")
+        pl_module.check_output(x_all)
+        return x_all, y_all, t_all
+
+    def _setup_anchors(self, trainer: L.Trainer, pl_module: UnlearningModule, x: Tensor, y: Tensor) -> None:
+        anchors = self.anchors
+        assert anchors is not None and self._summary is not None
+        pool = anchors.generate(pl_module.classifier, x, y, pl_module.num_classes, generator=self._anchor_generator)
+        self._pool = pool
+        count = trainer.strategy.reduce(torch.tensor(float(len(pool)), device=pl_module.device), reduce_op="sum")
+        self._summary.anchors = int(count)
+        self._summary.anchor_success_rate = pool.success_rate
+        batch_generator = torch.Generator().manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=self._anchor_generator))
+        )
+
+        def anchor_term() -> Tensor:
+            index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_generator)
+            index = index.to(pool.inputs.device)
+            return anchors.weight * anchors.loss_on(pl_module(pool.inputs[index]), pool, index)
+
+        pl_module.add_loss_term("anchor_loss", anchor_term)
+
+    def _setup_importance(self, trainer: L.Trainer, pl_module: UnlearningModule, x: Tensor) -> None:
+        importance = self.importance
+        assert importance is not None
+        sums = importance.estimate_sum(pl_module.classifier, x)
+        count = trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum")
+        sums = {n: trainer.strategy.reduce(s, reduce_op="sum") for n, s in sums.items()}
+        self._importance = importance.normalize(sums, float(count))
+        if importance.use == "mask":
+            self._mask = importance.mask(self._importance)
+            return
+        self._reference = snapshot(pl_module.classifier)
+        reference, scores = self._reference, self._importance
+
+        def penalty_term() -> Tensor:
+            return importance.penalty(pl_module.classifier, reference, scores)
+
+        pl_module.add_loss_term("importance_penalty", penalty_term)
+
+    def _replay_term(self, pl_module: UnlearningModule) -> Any:
+        kept = self._kept
+
+        def replay() -> Tensor:
+            total = torch.zeros((), device=pl_module.device)
+            for x, y, t in kept:
+                total = total + forget_loss(
+                    pl_module(x), y, t, kind=pl_module.forget_loss_kind, margin=pl_module.margin
+                )
+            return pl_module.forget_weight * total
+
+        return replay
+
+    def _count_remaining(self, trainer: L.Trainer, pl_module: UnlearningModule) -> int:
+        if self._forget is None:
+            return 0
+        local = int((~pl_module.unlearned(*self._forget)).sum())
+        local += sum(int((~pl_module.unlearned(*kept)).sum()) for kept in self._kept)
+        total = trainer.strategy.reduce(torch.tensor(float(local), device=pl_module.device), reduce_op="sum")
+        return int(total)
+
+    def _finish(self, pl_module: UnlearningModule, failed: bool) -> None:
+        summary = self._summary
+        if summary is None:
+            return
+        summary.steps = self._steps
+        summary.seconds = time.perf_counter() - self._started
+        summary.remaining_after = self._remaining
+        summary.unlearned = not failed
+        if failed and self.restore_on_failure and self._backup is not None:
+            pl_module.classifier.load_state_dict(self._backup)
+            summary.restored = True
+            rank_zero_warn(
+                f"Unlearning request {summary.request} ended with {self._remaining} of {summary.k} instances still"
+                " remembered; the original weights were restored (pass restore_on_failure=False to keep the partial"
+                " result, or raise max_steps / the Trainer's max_epochs)."
+            )
+        else:
+            rank_zero_info(
+                f"Unlearning request {summary.request}: {summary.k - summary.remaining_after}/{summary.k} instances"
+                f" unlearned in {summary.steps} steps, {summary.seconds:.2f}s."
+            )
+        for name in ("anchor_loss", "importance_penalty", "replay"):
+            pl_module.remove_loss_term(name)
+        if self.keep_forget_data and self._forget is not None and not summary.restored:
+            self._kept.append(copy.copy(self._forget))
+        self.history.append(summary)
+        self._forget = None
+        self._pool = None
+        self._mask = None
+        self._reference = None
+        self._backup = None
+        self._summary = None
+
+
+def _to_cpu(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
+    if tensors is None:
+        return None
+    return {n: t.detach().cpu() for n, t in tensors.items()}

@@ -1,0 +1,84 @@
+"""The ``lightning-unlearn`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_unlearn.callback import InstanceUnlearning
+from lightning_unlearn.data import ForgetSet
+from lightning_unlearn.functional.evaluation import accuracy
+from lightning_unlearn.module import UnlearningModule
+
+
+def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Pre-train (or load from cache) a small CNN on scikit-learn digits, forget ``k`` training instances with the
+    package defaults, and print a before/after table. Returns the table as a dict."""
+    from lightning_unlearn.datasets import load_digits_split
+    from lightning_unlearn.pretrain import pretrained_digits_cnn
+
+    L.seed_everything(seed, verbose=False)
+    split = load_digits_split()
+    started = time.perf_counter()
+    classifier = pretrained_digits_cnn()
+    pretrain_seconds = time.perf_counter() - started
+    index = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(seed))
+    forget_idx, retain_idx = index[:k], index[k:]
+    x_f, y_f = split.x_train[forget_idx], split.y_train[forget_idx]
+    x_r, y_r = split.x_train[retain_idx], split.y_train[retain_idx]
+
+    def measure() -> dict[str, float]:
+        return {
+            "forget": accuracy(classifier, x_f, y_f),
+            "retain": accuracy(classifier, x_r, y_r),
+            "test": accuracy(classifier, split.x_test, split.y_test),
+        }
+
+    before = measure()
+    callback = InstanceUnlearning(max_steps=max_steps, seed=seed)
+    trainer = L.Trainer(
+        max_epochs=-1,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+    )
+    module = UnlearningModule(classifier, num_classes=10)
+    trainer.fit(module, DataLoader(ForgetSet(x_f, y_f), batch_size=k))
+    after = measure()
+    summary = callback.summary
+    assert summary is not None
+    rows = [("forget acc", before["forget"], after["forget"]), ("retain acc", before["retain"], after["retain"]),
+            ("test acc", before["test"], after["test"])]
+    out = [f"Unlearning {k} digits instances (pre-trained model ready in {pretrain_seconds:.1f}s)", "",
+           f"| {'metric':<11} | {'before':>7} | {'after':>7} |", f"|{'-' * 13}|{'-' * 9}|{'-' * 9}|"]
+    out += [f"| {name:<11} | {b * 100:6.1f}% | {a * 100:6.1f}% |" for name, b, a in rows]
+    out += ["", f"steps: {summary.steps}, seconds: {summary.seconds:.1f}, all unlearned: {summary.unlearned}"]
+    sys.stdout.write("\n".join(out) + "\n")
+    return {"before": before, "after": after}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lightning-unlearn``."""
+    parser = argparse.ArgumentParser(prog="lightning-unlearn", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="forget 32 digits instances with the defaults and print before/after")
+    p_demo.add_argument("--k", type=int, default=32, help="number of instances to forget (default 32)")
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--max-steps", type=int, default=1000)
+    p_demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo(k=args.k, seed=args.seed, max_steps=args.max_steps, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

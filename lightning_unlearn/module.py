@@ -1,0 +1,210 @@
+"""The LightningModule that unlearns: wraps a classifier, computes the forget loss plus the terms plugins add."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lightning_unlearn.data import NO_TARGET
+from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss, is_unlearned
+from lightning_unlearn.functional.pgd import eval_mode
+
+Mode = Literal["misclassify", "relabel"]
+MODES: tuple[str, ...] = ("misclassify", "relabel")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+BATCHNORM_MODES: tuple[str, ...] = ("eval", "train")
+
+LossTerm = Callable[[], Tensor]
+"""A plugin's extra loss: called once per training step, returns a scalar (already weighted)."""
+
+
+class UnlearningModule(L.LightningModule):
+    """Wraps a trained classifier so that ``Trainer.fit`` on a forget set unlearns it.
+
+    ``training_step`` computes the forget loss on the batch (misclassify: move each instance to the nearest other
+    class; relabel: move it to its target; instances already unlearned contribute nothing) plus the terms that plugins
+    such as :class:`~lightning_unlearn.InstanceUnlearning` register with :meth:`add_loss_term`. The classifier is held
+    by reference: after ``fit`` the classifier object itself has the new weights.
+
+    Args:
+        classifier: any module (a plain ``nn.Module`` or a ``LightningModule``) mapping an input batch to ``[B, C]``
+            logits.
+        num_classes: ``C``, at least 2.
+        mode: ``"misclassify"``, ``"relabel"`` or ``None`` to follow the batches (targets of ``-1`` mean misclassify).
+        forget_loss: ``"runner_up"``, ``"margin"`` or ``"neg_ce"``
+            (see :func:`~lightning_unlearn.functional.forget_loss`).
+        margin: how far past the decision boundary an instance is pushed before it stops contributing.
+        forget_weight: weight of the forget loss.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        batchnorm: ``"eval"`` keeps BatchNorm layers in eval mode during unlearning (running statistics frozen: tiny
+            forget batches would otherwise overwrite them), ``"train"`` lets them update.
+
+    Raises:
+        ValueError: if an argument is outside its valid range or choices, or the classifier has no trainable parameter.
+
+    Example:
+        >>> classifier = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> module = UnlearningModule(classifier, num_classes=10)
+        >>> module(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        num_classes: int,
+        mode: Mode | None = None,
+        forget_loss: ForgetLossKind = "runner_up",
+        margin: float = 0.0,
+        forget_weight: float = 1.0,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        batchnorm: Literal["eval", "train"] = "eval",
+    ) -> None:
+        if not isinstance(classifier, nn.Module):
+            raise ValueError(f"`classifier` must be a torch.nn.Module, got {type(classifier).__name__}.")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES} or None, got {mode!r}.")
+        if forget_loss not in FORGET_LOSS_KINDS:
+            raise ValueError(f"`forget_loss` must be one of {FORGET_LOSS_KINDS}, got {forget_loss!r}.")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, got {optimizer!r}.")
+        if batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"`batchnorm` must be one of {BATCHNORM_MODES}, got {batchnorm!r}.")
+        if lr <= 0:
+            raise ValueError(f"`lr` must be > 0, got {lr}.")
+        for name, value in (
+            ("margin", margin),
+            ("forget_weight", forget_weight),
+            ("weight_decay", weight_decay),
+            ("momentum", momentum),
+        ):
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        if not any(p.requires_grad for p in classifier.parameters()):
+            raise ValueError("`classifier` has no trainable parameters (requires_grad=True): nothing can be unlearned.")
+        super().__init__()
+        self.save_hyperparameters(ignore=["classifier"])
+        self.classifier = classifier
+        self.num_classes = num_classes
+        self.mode = mode
+        self.forget_loss_kind = forget_loss
+        self.margin = float(margin)
+        self.forget_weight = float(forget_weight)
+        self.optimizer_name = optimizer
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.momentum = float(momentum)
+        self.batchnorm = batchnorm
+        self._loss_terms: dict[str, LossTerm] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``batchnorm="eval"``, put BatchNorm layers in eval mode before each step (running statistics frozen)."""
+        if self.batchnorm == "eval":
+            for module in self.modules():
+                if isinstance(module, _BatchNorm):
+                    module.eval()
+
+    # ----------------------------------------------------------------------------------------------- plugin terms
+    def add_loss_term(self, name: str, term: LossTerm) -> None:
+        """Register an extra loss term, computed and added at every training step and logged as ``train/{name}``.
+
+        Raises:
+            ValueError: if a term of that name is already registered.
+        """
+        if name in self._loss_terms:
+            raise ValueError(f"a loss term named {name!r} is already registered; remove it first.")
+        self._loss_terms[name] = term
+
+    def remove_loss_term(self, name: str) -> None:
+        """Unregister a term (no error if absent)."""
+        self._loss_terms.pop(name, None)
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """Names of the registered terms."""
+        return tuple(self._loss_terms)
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def split_batch(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(inputs, labels, targets or None)`` from a ``(x, y)`` or ``(x, y, t)`` batch, in the module's mode.
+
+        Raises:
+            ValueError: if the batch is not such a tuple, or ``mode="relabel"`` and the batch has no targets.
+        """
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise ValueError(
+                f"a forget batch must be (inputs, labels) or (inputs, labels, targets), got {_kind(batch)}."
+            )
+        x, y = batch[0], batch[1]
+        t = batch[2] if len(batch) == 3 else None
+        if self.mode == "misclassify":
+            t = None
+        elif self.mode == "relabel" and (t is None or bool((t == NO_TARGET).any())):
+            raise ValueError("`mode='relabel'` needs a target for every forget instance; the batch has none for some.")
+        if t is not None and bool((t == NO_TARGET).all()):
+            t = None
+        return x, y, t
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y, t = self.split_batch(batch)
+        logits = self(x)
+        loss = self.forget_weight * forget_loss(logits, y, t, kind=self.forget_loss_kind, margin=self.margin)
+        self.log("train/forget_loss", loss.detach(), batch_size=x.shape[0])
+        for name, term in self._loss_terms.items():
+            value = term()
+            self.log(f"train/{name}", value.detach(), batch_size=x.shape[0])
+            loss = loss + value
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    @torch.no_grad()
+    def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
+        """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""
+        with eval_mode(self.classifier):
+            logits = torch.cat([self.classifier(chunk) for chunk in x.split(batch_size)])
+        return is_unlearned(logits, y, t)
+
+    def check_output(self, x: Tensor) -> None:
+        """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits.
+
+        Raises:
+            ValueError: naming the shape found and the one expected.
+        """
+        with torch.no_grad(), eval_mode(self.classifier):
+            out = self.classifier(x[:2])
+        expected = (min(2, x.shape[0]), self.num_classes)
+        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+            found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
+                " `num_classes` or the classifier's output."
+            )
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        params = [p for p in self.classifier.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _kind(batch: Any) -> str:
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of {len(batch)} items"
+    return type(batch).__name__

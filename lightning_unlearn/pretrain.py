@@ -1,0 +1,66 @@
+"""Pre-training of the small reference classifiers (demo, benchmarks, tests), cached on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def train_classifier(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
+    """Train ``model`` with Adam and cross-entropy (a plain loop: the thing unlearning starts from); returns it in
+    eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def cache_dir() -> Path:
+    """Where pre-trained demo models are cached: ``$LIGHTNING_UNLEARN_CACHE`` or ``~/.cache/lightning-unlearn``."""
+    root = os.environ.get("LIGHTNING_UNLEARN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "lightning-unlearn"
+    )
+    return Path(root)
+
+
+def pretrained_digits_cnn(seed: int = 0, epochs: int = 30, cache: bool = True) -> nn.Module:
+    """The small CNN pre-trained on the digits training split (about 99 % test accuracy), cached after the first
+    call."""
+    from lightning_unlearn.datasets import load_digits_split
+    from lightning_unlearn.models import small_cnn
+
+    torch.manual_seed(seed)
+    model = small_cnn()
+    path = cache_dir() / f"digits_small_cnn_seed{seed}_ep{epochs}.pt"
+    if cache and path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    split = load_digits_split()
+    train_classifier(model, split.x_train, split.y_train, epochs=epochs, seed=seed)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)
+    return model
