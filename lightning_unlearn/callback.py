@@ -15,8 +15,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
+from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import forget_loss
 from lightning_unlearn.importance import MASImportance, snapshot
+from lightning_unlearn.metrics import MIAEfficacy
 from lightning_unlearn.module import UnlearningModule
 
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
@@ -51,7 +53,8 @@ class RequestSummary:
     restored: bool = False
     anchors: int = 0
     anchor_success_rate: float = float("nan")
-    extra: dict[str, float] = field(default_factory=dict)
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, ready for JSON."""
@@ -83,6 +86,11 @@ class InstanceUnlearning(Callback):
 
     Raises:
         ValueError: if an argument is outside its valid range or of the wrong type.
+
+    Logged values (see :mod:`lightning_unlearn.metrics`): ``forget/acc``, ``forget/target_acc``, ``forget/remaining``
+    after every stop check; ``anchor/agreement`` and, with evaluation dataloaders, ``{name}/acc`` and ``{name}/drop``
+    every validation epoch; ``mia/efficacy`` at the end of a request when evaluation sets named ``retain`` and
+    ``test`` are given. :attr:`summary` holds the before/after values of the last request.
 
     Example:
         >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
@@ -185,7 +193,8 @@ class InstanceUnlearning(Callback):
         if self._kept:
             pl_module.add_loss_term("replay", self._replay_term(pl_module))
         self._summary.setup_seconds = time.perf_counter() - self._started
-        self._remaining = self._count_remaining(trainer, pl_module)
+        self._summary.before = self._measure(trainer, pl_module)
+        self._remaining = int(self._summary.before["forget/remaining"])
         self._summary.remaining_before = self._remaining
         rank_zero_info(
             f"Unlearning request {self._summary.request}: {k} instances, {self._remaining} still remembered;"
@@ -208,18 +217,34 @@ class InstanceUnlearning(Callback):
         assert isinstance(pl_module, UnlearningModule)
         self._steps += 1
         if self._steps % self.check_every_n_steps == 0 or self._steps >= self.max_steps:
-            self._remaining = self._count_remaining(trainer, pl_module)
-            pl_module.log(
-                "forget/remaining", float(self._remaining), on_step=True, on_epoch=False, prog_bar=True, batch_size=1
-            )
+            self._remaining = self._count_remaining(trainer, pl_module, log=True)
         if self._remaining == 0 or self._steps >= self.max_steps:
             trainer.should_stop = True
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, UnlearningModule)
-        self._remaining = self._count_remaining(trainer, pl_module)
+        if self._summary is None:
+            return
+        after = self._measure(trainer, pl_module)
+        self._remaining = int(after["forget/remaining"])
         self._finish(pl_module, failed=self._remaining > 0)
+        summary = self.history[-1]
+        summary.before.update({f"{n}/acc": v for n, v in pl_module.reference_accuracy.items()})
+        if summary.restored:
+            summary.after = dict(summary.before)
+        else:
+            summary.after = {**after, **{f"{n}/acc": v for n, v in pl_module.measure_eval_accuracy().items()}}
+        mia = summary.after.get("mia/efficacy")
+        if mia is not None and mia == mia:
+            for logger in trainer.loggers:
+                logger.log_metrics({"mia/efficacy": mia}, step=trainer.global_step)
+
+    @override
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pool is not None and not trainer.sanity_checking:
+            assert isinstance(pl_module, UnlearningModule)
+            pl_module.log("anchor/agreement", self._anchor_agreement(pl_module), batch_size=1)
 
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -319,13 +344,37 @@ class InstanceUnlearning(Callback):
 
         return replay
 
-    def _count_remaining(self, trainer: L.Trainer, pl_module: UnlearningModule) -> int:
+    def _count_remaining(self, trainer: L.Trainer, pl_module: UnlearningModule, log: bool = False) -> int:
         if self._forget is None:
             return 0
-        local = int((~pl_module.unlearned(*self._forget)).sum())
-        local += sum(int((~pl_module.unlearned(*kept)).sum()) for kept in self._kept)
-        total = trainer.strategy.reduce(torch.tensor(float(local), device=pl_module.device), reduce_op="sum")
-        return int(total)
+        return int(pl_module.check_forget([self._forget, *self._kept], log=log)["forget/remaining"])
+
+    def _anchor_agreement(self, pl_module: UnlearningModule) -> float:
+        assert self._pool is not None
+        metric = pl_module.anchor_agreement
+        metric.reset()
+        metric.update(predict(pl_module.classifier, self._pool.inputs), self._pool.labels)
+        value = float(metric.compute())
+        metric.reset()
+        return value
+
+    def _measure(self, trainer: L.Trainer, pl_module: UnlearningModule) -> dict[str, float]:
+        """Forget metrics, anchor agreement and membership-inference efficacy (all processes call it together)."""
+        assert self._forget is not None
+        values = pl_module.check_forget([self._forget, *self._kept], log=False)
+        if self._pool is not None:
+            values["anchor/agreement"] = self._anchor_agreement(pl_module)
+        loaders = trainer.val_dataloaders
+        if isinstance(loaders, dict) and {"retain", "test"} <= set(loaders):
+            metric = MIAEfficacy().to(pl_module.device)
+            x, y, _ = self._forget
+            metric.update(predict(pl_module.classifier, x), y, group="forget")
+            for group, name in (("member", "retain"), ("nonmember", "test")):
+                for batch in loaders[name]:
+                    xb, yb = batch[0].to(pl_module.device), batch[1].to(pl_module.device)
+                    metric.update(predict(pl_module.classifier, xb), yb, group=group)
+            values["mia/efficacy"] = float(metric.compute())
+        return values
 
     def _finish(self, pl_module: UnlearningModule, failed: bool) -> None:
         summary = self._summary

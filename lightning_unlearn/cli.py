@@ -19,7 +19,8 @@ from lightning_unlearn.module import UnlearningModule
 
 def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = True) -> dict[str, dict[str, float]]:
     """Pre-train (or load from cache) a small CNN on scikit-learn digits, forget ``k`` training instances with the
-    package defaults, and print a before/after table. Returns the table as a dict."""
+    package defaults, and print a before/after table. Returns the table as a dict.
+    """
     from lightning_unlearn.datasets import load_digits_split
     from lightning_unlearn.pretrain import pretrained_digits_cnn
 
@@ -55,10 +56,17 @@ def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = Tru
     after = measure()
     summary = callback.summary
     assert summary is not None
-    rows = [("forget acc", before["forget"], after["forget"]), ("retain acc", before["retain"], after["retain"]),
-            ("test acc", before["test"], after["test"])]
-    out = [f"Unlearning {k} digits instances (pre-trained model ready in {pretrain_seconds:.1f}s)", "",
-           f"| {'metric':<11} | {'before':>7} | {'after':>7} |", f"|{'-' * 13}|{'-' * 9}|{'-' * 9}|"]
+    rows = [
+        ("forget acc", before["forget"], after["forget"]),
+        ("retain acc", before["retain"], after["retain"]),
+        ("test acc", before["test"], after["test"]),
+    ]
+    out = [
+        f"Unlearning {k} digits instances (pre-trained model ready in {pretrain_seconds:.1f}s)",
+        "",
+        f"| {'metric':<11} | {'before':>7} | {'after':>7} |",
+        f"|{'-' * 13}|{'-' * 9}|{'-' * 9}|",
+    ]
     out += [f"| {name:<11} | {b * 100:6.1f}% | {a * 100:6.1f}% |" for name, b, a in rows]
     out += ["", f"steps: {summary.steps}, seconds: {summary.seconds:.1f}, all unlearned: {summary.unlearned}"]
     sys.stdout.write("\n".join(out) + "\n")

@@ -10,10 +10,14 @@ import torch
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_unlearn.data import NO_TARGET
+from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss, is_unlearned
 from lightning_unlearn.functional.pgd import eval_mode
+from lightning_unlearn.metrics import AnchorAgreement, ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy
 
 Mode = Literal["misclassify", "relabel"]
 MODES: tuple[str, ...] = ("misclassify", "relabel")
@@ -110,6 +114,14 @@ class UnlearningModule(L.LightningModule):
         self.momentum = float(momentum)
         self.batchnorm = batchnorm
         self._loss_terms: dict[str, LossTerm] = {}
+        self.forget_metrics = MetricCollection(
+            {"acc": ForgetAccuracy(), "target_acc": ForgetTargetAccuracy(), "remaining": ForgetRemaining()},
+            prefix="forget/",
+            compute_groups=False,
+        )
+        self.anchor_agreement = AnchorAgreement()
+        self.eval_accuracy = nn.ModuleDict()
+        self.reference_accuracy: dict[str, float] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(x)
@@ -174,12 +186,9 @@ class UnlearningModule(L.LightningModule):
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=x.shape[0])
         return loss
 
-    @torch.no_grad()
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
         """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""
-        with eval_mode(self.classifier):
-            logits = torch.cat([self.classifier(chunk) for chunk in x.split(batch_size)])
-        return is_unlearned(logits, y, t)
+        return is_unlearned(predict(self.classifier, x, batch_size), y, t)
 
     def check_output(self, x: Tensor) -> None:
         """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits.
@@ -196,6 +205,84 @@ class UnlearningModule(L.LightningModule):
                 f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
                 " `num_classes` or the classifier's output."
             )
+
+    # ----------------------------------------------------------------------------------------------- metrics
+    def check_forget(self, parts: list[tuple[Tensor, Tensor, Tensor | None]], log: bool = True) -> dict[str, float]:
+        """Measure the forget metrics on whole forget sets (eval mode), synced across processes, and log them.
+
+        Every process must call this at the same point (the values are reduced across processes).
+
+        Returns:
+            ``{"forget/acc": ..., "forget/target_acc": ..., "forget/remaining": ...}``.
+        """
+        self.forget_metrics.reset()
+        for x, y, t in parts:
+            self.forget_metrics.update(predict(self.classifier, x), y, t)
+        values = {name: float(v) for name, v in self.forget_metrics.compute().items()}
+        if log and self._trainer is not None:
+            for name, value in values.items():
+                if value == value:  # skip nan (target_acc in misclassify mode)
+                    self.log(
+                        name, value, on_step=True, on_epoch=False, prog_bar=name == "forget/remaining", batch_size=1
+                    )
+        return values
+
+    def eval_names(self) -> list[str]:
+        """Names of the evaluation dataloaders: the keys of a dict, else ``retain``/``test`` for two loaders."""
+        loaders = self.trainer.val_dataloaders if self._trainer is not None else None
+        if isinstance(loaders, dict):
+            return [str(k) for k in loaders]
+        count = len(loaders) if isinstance(loaders, (list, tuple)) else (0 if loaders is None else 1)
+        if count == 2:
+            return ["retain", "test"]
+        if count == 1:
+            return ["val"]
+        return [f"val{i}" for i in range(count)]
+
+    def _eval_metric(self, name: str) -> MulticlassAccuracy:
+        if name not in self.eval_accuracy:
+            self.eval_accuracy[name] = MulticlassAccuracy(num_classes=self.num_classes, average="micro").to(self.device)
+        return self.eval_accuracy[name]  # type: ignore[return-value]
+
+    def measure_eval_accuracy(self) -> dict[str, float]:
+        """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
+        loaders = self.trainer.val_dataloaders
+        if loaders is None:
+            return {}
+        if isinstance(loaders, dict):
+            iterables = list(loaders.values())
+        else:
+            iterables = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+        values = {}
+        for name, loader in zip(self.eval_names(), iterables):
+            metric = self._eval_metric(name)
+            metric.reset()
+            for batch in loader:
+                x, y = batch[0].to(self.device), batch[1].to(self.device)
+                metric.update(predict(self.classifier, x), y)
+            values[name] = float(metric.compute())
+            metric.reset()
+        return values
+
+    def on_train_start(self) -> None:
+        """Measure the pre-trained accuracy on each evaluation set (the reference of ``{name}/drop``)."""
+        self.reference_accuracy = self.measure_eval_accuracy()
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self.eval_names()[dataloader_idx]
+        x, y = batch[0], batch[1]
+        self._eval_metric(name).update(self(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        for name in self.eval_accuracy:
+            metric = self._eval_metric(name)
+            if not metric.update_called:
+                continue
+            acc = float(metric.compute())
+            self.log(f"{name}/acc", acc, batch_size=1)
+            if name in self.reference_accuracy:
+                self.log(f"{name}/drop", self.reference_accuracy[name] - acc, batch_size=1)
+            metric.reset()
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         params = [p for p in self.classifier.parameters() if p.requires_grad]

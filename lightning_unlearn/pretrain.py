@@ -21,7 +21,8 @@ def train_classifier(
     seed: int = 0,
 ) -> nn.Module:
     """Train ``model`` with Adam and cross-entropy (a plain loop: the thing unlearning starts from); returns it in
-    eval mode."""
+    eval mode.
+    """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -46,7 +47,8 @@ def cache_dir() -> Path:
 
 def pretrained_digits_cnn(seed: int = 0, epochs: int = 30, cache: bool = True) -> nn.Module:
     """The small CNN pre-trained on the digits training split (about 99 % test accuracy), cached after the first
-    call."""
+    call.
+    """
     from lightning_unlearn.datasets import load_digits_split
     from lightning_unlearn.models import small_cnn
 
