@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -20,6 +20,7 @@ from lightning_unlearn.functional.losses import forget_loss
 from lightning_unlearn.importance import MASImportance, snapshot
 from lightning_unlearn.metrics import MIAEfficacy
 from lightning_unlearn.module import UnlearningModule
+from lightning_unlearn.receipts import make_receipt, model_hash, write_receipt
 
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
@@ -38,8 +39,11 @@ class RequestSummary:
         remaining_after: instances not unlearned at the end (0 on success).
         unlearned: whether every instance was unlearned.
         restored: whether the original weights were put back (request failed and ``restore_on_failure``).
+        failure: why the request failed (``None`` on success).
         anchors: number of anchors (over all processes).
         anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
+        before: metrics at the start (``forget/acc``, ``anchor/agreement``, ``{name}/acc``, ``mia/efficacy``, ...).
+        after: the same metrics at the end.
     """
 
     request: int
@@ -53,6 +57,7 @@ class RequestSummary:
     restored: bool = False
     anchors: int = 0
     anchor_success_rate: float = float("nan")
+    failure: str | None = None
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
 
@@ -69,18 +74,22 @@ class InstanceUnlearning(Callback):
     importance penalty with the :class:`~lightning_unlearn.UnlearningModule` (or masks gradients in
     ``on_before_optimizer_step``). After every optimizer step it checks, on the whole forget set, which instances are
     unlearned and stops the Trainer as soon as all are; ``max_steps`` caps the request. If the request ends with
-    instances still remembered, the original weights are restored (``restore_on_failure=True``).
+    instances still remembered, raises, or breaks the ``max_drop`` guard, the original weights are restored
+    (``restore_on_failure=True``).
 
     Args:
         anchors: anchor generator; ``None`` disables anchors, ``"default"`` uses ``PGDAnchors()``.
         importance: importance estimator; ``None`` disables it, ``"default"`` uses ``MASImportance()``.
         max_steps: optimizer steps at most per request.
         check_every_n_steps: run the stop check every this many steps.
-        restore_on_failure: put the original weights back if a request ends without every instance unlearned, or
-            raises.
+        restore_on_failure: put the original weights back if a request fails (see above).
+        max_drop: optional guard: the request fails if accuracy on an evaluation set (``val_dataloaders``) ends more
+            than this much (a fraction, e.g. ``0.05``) below its value at the start.
         keep_forget_data: keep earlier requests' forget instances in memory, keep them unlearned during later
             requests and include them in the stop check. Off by default: the deleted data is dropped at the end of its
-            request.
+            request and is never written to checkpoints.
+        receipt_dir: folder where a deletion receipt (JSON, plus a line in ``receipts.jsonl``) is written for each
+            request; ``None`` writes none.
         seed: seed of the anchors' randomness; ``None`` derives it from ``torch.initial_seed()`` (set by
             ``L.seed_everything``). Each process adds its rank, so shards get different, reproducible draws.
 
@@ -91,6 +100,10 @@ class InstanceUnlearning(Callback):
     after every stop check; ``anchor/agreement`` and, with evaluation dataloaders, ``{name}/acc`` and ``{name}/drop``
     every validation epoch; ``mia/efficacy`` at the end of a request when evaluation sets named ``retain`` and
     ``test`` are given. :attr:`summary` holds the before/after values of the last request.
+
+    Checkpoints taken during a request hold the callback's state (original weights, importance, step counter, the
+    anchor sampler's RNG state), never forget inputs or anchors: on ``fit(..., ckpt_path=...)`` the anchors are
+    regenerated from the original weights with the same seed, so a resumed request continues exactly.
 
     Example:
         >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
@@ -105,7 +118,9 @@ class InstanceUnlearning(Callback):
         max_steps: int = 1000,
         check_every_n_steps: int = 1,
         restore_on_failure: bool = True,
+        max_drop: float | None = None,
         keep_forget_data: bool = False,
+        receipt_dir: str | Path | None = None,
         seed: int | None = None,
     ) -> None:
         if anchors == "default":
@@ -122,27 +137,34 @@ class InstanceUnlearning(Callback):
             raise ValueError(f"`max_steps` must be > 0, got {max_steps}.")
         if check_every_n_steps <= 0:
             raise ValueError(f"`check_every_n_steps` must be > 0, got {check_every_n_steps}.")
+        if max_drop is not None and not 0.0 <= max_drop <= 1.0:
+            raise ValueError(f"`max_drop` must be in [0, 1] or None, got {max_drop}.")
         self.anchors: PGDAnchors | None = anchors
         self.importance: MASImportance | None = importance
         self.max_steps = int(max_steps)
         self.check_every_n_steps = int(check_every_n_steps)
         self.restore_on_failure = restore_on_failure
+        self.max_drop = max_drop
         self.keep_forget_data = keep_forget_data
+        self.receipt_dir = Path(receipt_dir) if receipt_dir is not None else None
         self.seed = seed
         self.history: list[RequestSummary] = []
+        self.receipts: list[Path] = []
         # state of the request in progress
         self._forget: tuple[Tensor, Tensor, Tensor | None] | None = None
         self._kept: list[tuple[Tensor, Tensor, Tensor | None]] = []
         self._pool: AnchorPool | None = None
         self._importance: dict[str, Tensor] | None = None
-        self._reference: dict[str, Tensor] | None = None
         self._mask: dict[str, Tensor] | None = None
         self._backup: dict[str, Tensor] | None = None
         self._summary: RequestSummary | None = None
         self._anchor_generator = torch.Generator()
+        self._batch_generator = torch.Generator()
+        self._seed = 0
         self._started = 0.0
         self._steps = 0
         self._remaining = -1
+        self._resume: dict[str, Any] | None = None
 
     @property
     def summary(self) -> RequestSummary | None:
@@ -158,6 +180,10 @@ class InstanceUnlearning(Callback):
     def anchor_pool(self) -> AnchorPool | None:
         """This process's anchors while a request runs (dropped when it ends)."""
         return self._pool
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(max_steps=self.max_steps, seed=self.seed)
 
     # ------------------------------------------------------------------------------------------------- hooks
     @override
@@ -178,28 +204,49 @@ class InstanceUnlearning(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, UnlearningModule)
         self._started = time.perf_counter()
-        self._steps = 0
         x, y, t = self._collect(trainer, pl_module)
-        k = int(trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum"))
-        self._summary = RequestSummary(request=len(self.history), k=k)
-        self._backup = {n: v.detach().to("cpu", copy=True) for n, v in pl_module.classifier.state_dict().items()}
         self._forget = (x, y, t)
-        seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
-        self._anchor_generator.manual_seed(seed + 1_000_003 * len(self.history) + 7919 * trainer.global_rank)
+        resume, self._resume = self._resume, None
+        current: dict[str, Tensor] | None = None
+        if resume is not None and resume.get("in_progress"):
+            # continue a checkpointed request: anchors and importance come from the original weights, as before
+            current = {n: v.detach().clone() for n, v in pl_module.classifier.state_dict().items()}
+            self._backup = resume["original"]
+            pl_module.classifier.load_state_dict(self._backup)
+            self._steps = int(resume["steps"])
+            self._seed = int(resume["seed"])
+            self._summary = RequestSummary(**resume["summary"])
+        else:
+            self._steps = 0
+            self._backup = {n: v.detach().to("cpu", copy=True) for n, v in pl_module.classifier.state_dict().items()}
+            k = trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum")
+            self._summary = RequestSummary(request=len(self.history), k=int(k))
+            seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
+            self._seed = seed + 1_000_003 * len(self.history) + 7919 * trainer.global_rank
+        self._anchor_generator.manual_seed(self._seed)
+        self._batch_generator.manual_seed(self._seed + 1)
         if self.anchors is not None:
             self._setup_anchors(trainer, pl_module, x, y)
         if self.importance is not None:
-            self._setup_importance(trainer, pl_module, x)
+            stored = resume.get("importance") if resume else None
+            self._setup_importance(trainer, pl_module, x, stored)
         if self._kept:
             pl_module.add_loss_term("replay", self._replay_term(pl_module))
-        self._summary.setup_seconds = time.perf_counter() - self._started
-        self._summary.before = self._measure(trainer, pl_module)
-        self._remaining = int(self._summary.before["forget/remaining"])
-        self._summary.remaining_before = self._remaining
-        rank_zero_info(
-            f"Unlearning request {self._summary.request}: {k} instances, {self._remaining} still remembered;"
-            f" setup {self._summary.setup_seconds:.2f}s."
-        )
+        summary = self._summary
+        if current is not None:
+            pl_module.classifier.load_state_dict(current)
+            self._batch_generator.set_state(resume["batch_generator"])  # type: ignore[index]
+            self._remaining = self._count_remaining(trainer, pl_module)
+            rank_zero_info(f"Resumed unlearning request {summary.request} at step {self._steps}.")
+        else:
+            summary.setup_seconds = time.perf_counter() - self._started
+            summary.before = self._measure(trainer, pl_module)
+            self._remaining = int(summary.before["forget/remaining"])
+            summary.remaining_before = self._remaining
+            rank_zero_info(
+                f"Unlearning request {summary.request}: {summary.k} instances, {self._remaining} still remembered;"
+                f" setup {summary.setup_seconds:.2f}s."
+            )
         if self._remaining == 0:
             trainer.should_stop = True
 
@@ -227,15 +274,21 @@ class InstanceUnlearning(Callback):
         if self._summary is None:
             return
         after = self._measure(trainer, pl_module)
+        after.update({f"{n}/acc": v for n, v in pl_module.measure_eval_accuracy().items()})
+        self._summary.before.update({f"{n}/acc": v for n, v in pl_module.reference_accuracy.items()})
         self._remaining = int(after["forget/remaining"])
-        self._finish(pl_module, failed=self._remaining > 0)
-        summary = self.history[-1]
-        summary.before.update({f"{n}/acc": v for n, v in pl_module.reference_accuracy.items()})
-        if summary.restored:
-            summary.after = dict(summary.before)
-        else:
-            summary.after = {**after, **{f"{n}/acc": v for n, v in pl_module.measure_eval_accuracy().items()}}
-        mia = summary.after.get("mia/efficacy")
+        failure = None
+        if self._remaining > 0:
+            failure = f"{self._remaining} of {self._summary.k} instances still remembered after {self._steps} steps"
+        elif self.max_drop is not None:
+            for name, reference in pl_module.reference_accuracy.items():
+                drop = reference - after[f"{name}/acc"]
+                if drop > self.max_drop:
+                    failure = f"{name} accuracy dropped by {drop:.4f} > max_drop={self.max_drop}"
+                    break
+        self._summary.after = after
+        self._finish(trainer, pl_module, failure)
+        mia = self.history[-1].after.get("mia/efficacy")
         if mia is not None and mia == mia:
             for logger in trainer.loggers:
                 logger.log_metrics({"mia/efficacy": mia}, step=trainer.global_step)
@@ -249,21 +302,27 @@ class InstanceUnlearning(Callback):
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(pl_module, UnlearningModule) and self._summary is not None and self._backup is not None:
-            rank_zero_warn(f"Unlearning request interrupted by {type(exception).__name__}.")
-            self._finish(pl_module, failed=True)
+            self._finish(trainer, pl_module, f"interrupted by {type(exception).__name__}: {exception}", receipt=False)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "history": [s.to_dict() for s in self.history],
-            "steps": self._steps,
-            "importance": _to_cpu(self._importance),
-            "reference": _to_cpu(self._reference),
-        }
+        state: dict[str, Any] = {"history": [s.to_dict() for s in self.history], "in_progress": False}
+        if self._summary is not None and self._backup is not None:
+            state.update(
+                in_progress=True,
+                steps=self._steps,
+                seed=self._seed,
+                summary=self._summary.to_dict(),
+                original={n: v.detach().cpu() for n, v in self._backup.items()},
+                importance=None if self._importance is None else {n: v.cpu() for n, v in self._importance.items()},
+                batch_generator=self._batch_generator.get_state(),
+            )
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [RequestSummary(**s) for s in state_dict.get("history", [])]
+        self._resume = dict(state_dict) if state_dict.get("in_progress") else None
 
     # ------------------------------------------------------------------------------------------------- internals
     def _collect(self, trainer: L.Trainer, pl_module: UnlearningModule) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -302,9 +361,7 @@ class InstanceUnlearning(Callback):
         count = trainer.strategy.reduce(torch.tensor(float(len(pool)), device=pl_module.device), reduce_op="sum")
         self._summary.anchors = int(count)
         self._summary.anchor_success_rate = pool.success_rate
-        batch_generator = torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,), generator=self._anchor_generator))
-        )
+        batch_generator = self._batch_generator
 
         def anchor_term() -> Tensor:
             index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_generator)
@@ -313,18 +370,22 @@ class InstanceUnlearning(Callback):
 
         pl_module.add_loss_term("anchor_loss", anchor_term)
 
-    def _setup_importance(self, trainer: L.Trainer, pl_module: UnlearningModule, x: Tensor) -> None:
+    def _setup_importance(
+        self, trainer: L.Trainer, pl_module: UnlearningModule, x: Tensor, stored: dict[str, Tensor] | None
+    ) -> None:
         importance = self.importance
         assert importance is not None
-        sums = importance.estimate_sum(pl_module.classifier, x)
-        count = trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum")
-        sums = {n: trainer.strategy.reduce(s, reduce_op="sum") for n, s in sums.items()}
-        self._importance = importance.normalize(sums, float(count))
+        if stored is not None:
+            self._importance = {n: v.to(pl_module.device) for n, v in stored.items()}
+        else:
+            sums = importance.estimate_sum(pl_module.classifier, x)
+            count = trainer.strategy.reduce(torch.tensor(float(x.shape[0]), device=pl_module.device), reduce_op="sum")
+            sums = {n: trainer.strategy.reduce(s, reduce_op="sum") for n, s in sums.items()}
+            self._importance = importance.normalize(sums, float(count))
         if importance.use == "mask":
             self._mask = importance.mask(self._importance)
             return
-        self._reference = snapshot(pl_module.classifier)
-        reference, scores = self._reference, self._importance
+        reference, scores = snapshot(pl_module.classifier), self._importance
 
         def penalty_term() -> Tensor:
             return importance.penalty(pl_module.classifier, reference, scores)
@@ -376,41 +437,68 @@ class InstanceUnlearning(Callback):
             values["mia/efficacy"] = float(metric.compute())
         return values
 
-    def _finish(self, pl_module: UnlearningModule, failed: bool) -> None:
+    def _finish(
+        self, trainer: L.Trainer, pl_module: UnlearningModule, failure: str | None, receipt: bool = True
+    ) -> None:
         summary = self._summary
-        if summary is None:
-            return
+        assert summary is not None and self._backup is not None and self._forget is not None
         summary.steps = self._steps
         summary.seconds = time.perf_counter() - self._started
-        summary.remaining_after = self._remaining
-        summary.unlearned = not failed
-        if failed and self.restore_on_failure and self._backup is not None:
+        summary.remaining_after = max(self._remaining, 0)
+        summary.unlearned = failure is None
+        summary.failure = failure
+        if failure is not None and self.restore_on_failure:
             pl_module.classifier.load_state_dict(self._backup)
             summary.restored = True
+            summary.after = {**summary.after, **summary.before}
             rank_zero_warn(
-                f"Unlearning request {summary.request} ended with {self._remaining} of {summary.k} instances still"
-                " remembered; the original weights were restored (pass restore_on_failure=False to keep the partial"
-                " result, or raise max_steps / the Trainer's max_epochs)."
+                f"Unlearning request {summary.request} failed ({failure}); the original weights were restored (pass"
+                " restore_on_failure=False to keep the partial result, or raise max_steps / the Trainer's max_epochs)."
             )
+        elif failure is not None:
+            rank_zero_warn(f"Unlearning request {summary.request} failed ({failure}); keeping the partial result.")
         else:
             rank_zero_info(
-                f"Unlearning request {summary.request}: {summary.k - summary.remaining_after}/{summary.k} instances"
-                f" unlearned in {summary.steps} steps, {summary.seconds:.2f}s."
+                f"Unlearning request {summary.request}: {summary.k}/{summary.k} instances unlearned in"
+                f" {summary.steps} steps, {summary.seconds:.2f}s."
             )
         for name in ("anchor_loss", "importance_penalty", "replay"):
             pl_module.remove_loss_term(name)
-        if self.keep_forget_data and self._forget is not None and not summary.restored:
-            self._kept.append(copy.copy(self._forget))
+        if self.receipt_dir is not None and receipt:
+            self._write_receipt(trainer, pl_module, summary)
+        if self.keep_forget_data and not summary.restored:
+            self._kept.append(self._forget)
         self.history.append(summary)
         self._forget = None
         self._pool = None
         self._mask = None
-        self._reference = None
         self._backup = None
         self._summary = None
 
-
-def _to_cpu(tensors: dict[str, Tensor] | None) -> dict[str, Tensor] | None:
-    if tensors is None:
-        return None
-    return {n: t.detach().cpu() for n, t in tensors.items()}
+    def _write_receipt(self, trainer: L.Trainer, pl_module: UnlearningModule, summary: RequestSummary) -> None:
+        assert self._forget is not None and self._backup is not None and self.receipt_dir is not None
+        x, y, t = self._forget
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, (x.cpu(), y.cpu()))
+            x = torch.cat([s[0] for s in shards])
+            y = torch.cat([s[1] for s in shards])
+        if trainer.global_rank != 0:
+            return
+        method = {
+            "module": dict(pl_module.hparams),
+            "anchors": None if self.anchors is None else dict(vars(self.anchors)),
+            "importance": None if self.importance is None else dict(vars(self.importance)),
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+        }
+        receipt = make_receipt(
+            x,
+            y,
+            mode="relabel" if t is not None else "misclassify",
+            model_before=model_hash(self._backup),
+            model_after=model_hash(pl_module.classifier),
+            method=method,
+            summary=summary.to_dict(),
+        )
+        self.receipts.append(write_receipt(receipt, self.receipt_dir))

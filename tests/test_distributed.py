@@ -1,0 +1,306 @@
+"""Unlearning under DDP on CPU (gloo, 2 processes) and with bf16 mixed precision, on scikit-learn digits.
+
+Never ``strategy="ddp"`` inside the pytest process (it would re-launch pytest): the in-process runs use ``ddp_fork``
+(the same launcher as ``ddp_spawn``, without pickling), and ``strategy="ddp"`` runs through the user-facing script
+``benchmarks/ddp_request.py`` in a subprocess with a timeout. The callback state of the child processes does not come
+back to this process, so a probe callback writes what each rank saw into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
+from lightning_unlearn.datasets import Split
+from tests.conftest import forget_indices, quiet_trainer_kwargs
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_STEPS = 400
+TEST_ACC_TOLERANCE = 0.05  # |test accuracy after, 2 processes - 1 process| on the 360 digits test images
+pytestmark = pytest.mark.timeout(120)
+
+
+class RankProbe(Callback):
+    """Writes what one rank saw: its shard, the importance it holds, its anchors, and where it stopped.
+
+    Listed after ``InstanceUnlearning``, so its ``on_train_start`` sees the request set up and its ``on_train_end``
+    sees the summary.
+    """
+
+    def __init__(self, unlearning: InstanceUnlearning, out: Path) -> None:
+        self.unlearning = unlearning
+        self.out = out
+        self.record: dict[str, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, UnlearningModule)
+        batches = [pl_module.split_batch(batch) for batch in trainer.train_dataloader]
+        x = torch.cat([b[0] for b in batches]).to(pl_module.device)
+        y = torch.cat([b[1] for b in batches]).to(pl_module.device)
+        scores = self.unlearning.importance_scores
+        assert scores is not None
+        torch.save({n: v.detach().cpu() for n, v in scores.items()}, self.out / f"importance_rank{trainer.global_rank}.pt")
+        pool = self.unlearning.anchor_pool
+        self.record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "shard_size": int(x.shape[0]),
+            "shard_remaining_at_start": int((~pl_module.unlearned(x, y)).sum()),
+            "anchors": len(pool) if pool is not None else 0,
+            "anchor_dtype": str(pool.inputs.dtype) if pool is not None else None,
+            "anchor_logits_dtype": str(pool.logits.dtype) if pool is not None else None,
+            "importance_dtypes": sorted({str(v.dtype) for v in scores.values()}),
+        }
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = self.unlearning.summary
+        assert summary is not None
+        self.record.update(summary=summary.to_dict(), global_step=trainer.global_step)
+        (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.record))
+
+
+def run_request(
+    classifier: nn.Module,
+    forget: ForgetSet,
+    out: Path,
+    *,
+    devices: int,
+    precision: str = "32-true",
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Tensor]], dict[str, float]]:
+    """One request with ``devices`` processes (``ddp_fork`` when more than one); returns each rank's record, each
+    rank's importance and the main process's ``callback_metrics``. ``classifier`` ends with rank 0's weights."""
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(seed, verbose=False)
+    unlearning = InstanceUnlearning(
+        anchors=PGDAnchors(per_instance=4, steps=5, backend="builtin"), max_steps=MAX_STEPS, seed=seed
+    )
+    kwargs = quiet_trainer_kwargs()
+    kwargs.update(devices=devices, strategy="ddp_fork" if devices > 1 else "auto", precision=precision)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, RankProbe(unlearning, out)], **kwargs)
+    trainer.fit(UnlearningModule(classifier, num_classes=10), DataLoader(forget, batch_size=len(forget)))
+    records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
+    scores = [torch.load(out / f"importance_rank{r}.pt", weights_only=True) for r in range(devices)]
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    return records, scores, metrics
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    with torch.no_grad():
+        return float((model.eval()(x).argmax(-1) == y).float().mean())
+
+
+def digits_forget_set(digits: Split, k: int) -> ForgetSet:
+    index = forget_indices(len(digits.y_train), k)
+    return ForgetSet(digits.x_train[index], digits.y_train[index])
+
+
+def single_process_importance(classifier: nn.Module, forget: ForgetSet) -> dict[str, Tensor]:
+    """What one process computes for the whole forget set (the reference for any number of processes)."""
+    importance = MASImportance()
+    return importance.normalize(importance.estimate_sum(classifier, forget.inputs), len(forget))
+
+
+def assert_importance_close(actual: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+# --------------------------------------------------------------------------------------------------- k = 16, 1 vs 2
+@pytest.fixture(scope="module")
+def runs_k16(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Module, digits: Split) -> dict[str, Any]:
+    """The same request (k = 16, seed 0) with one process and with two."""
+    forget = digits_forget_set(digits, 16)
+    result: dict[str, Any] = {"forget": forget}
+    for devices in (1, 2):
+        model = copy.deepcopy(_pretrained_digits).eval()
+        records, scores, metrics = run_request(
+            model, forget, tmp_path_factory.mktemp(f"k16_{devices}p"), devices=devices
+        )
+        result[devices] = {
+            "records": records,
+            "scores": scores,
+            "metrics": metrics,
+            "forget_acc": accuracy(model, forget.inputs, forget.labels),
+            "test_acc": accuracy(model, digits.x_test, digits.y_test),
+        }
+    return result
+
+
+def test_two_processes_unlearn_every_instance(runs_k16: dict[str, Any]) -> None:
+    two = runs_k16[2]
+    assert [r["shard_size"] for r in two["records"]] == [8, 8]
+    for record in two["records"]:
+        summary = record["summary"]
+        assert summary["unlearned"] and not summary["restored"]
+        assert summary["k"] == 16 and summary["remaining_before"] == 16 and summary["remaining_after"] == 0
+        assert summary["anchors"] == 16 * 4
+        assert record["anchors"] == 8 * 4  # each rank generated the anchors of its own shard only
+    assert two["forget_acc"] == 0.0  # rank 0's weights, recovered by the main process
+    assert two["metrics"]["forget/remaining"] == 0.0
+
+
+def test_importance_identical_on_both_ranks(runs_k16: dict[str, Any]) -> None:
+    rank0, rank1 = runs_k16[2]["scores"]
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+
+
+def test_importance_does_not_depend_on_process_count(runs_k16: dict[str, Any]) -> None:
+    (one,) = runs_k16[1]["scores"]
+    assert_importance_close(runs_k16[2]["scores"][0], one)
+
+
+def test_both_ranks_stop_at_the_same_step(runs_k16: dict[str, Any]) -> None:
+    records = runs_k16[2]["records"]
+    assert len({r["summary"]["steps"] for r in records}) == 1
+    assert len({r["global_step"] for r in records}) == 1
+    assert records[0]["global_step"] == records[0]["summary"]["steps"] < MAX_STEPS
+
+
+def test_two_processes_match_one_process(runs_k16: dict[str, Any]) -> None:
+    one, two = runs_k16[1], runs_k16[2]
+    assert one["forget_acc"] == two["forget_acc"] == 0.0
+    assert abs(one["test_acc"] - two["test_acc"]) <= TEST_ACC_TOLERANCE, (one["test_acc"], two["test_acc"])
+    # same data, same effective batch (DDP averages the two half-batches); the anchors differ (seeded per rank), so
+    # the step counts are close but not equal
+    steps_one, steps_two = one["records"][0]["summary"]["steps"], two["records"][0]["summary"]["steps"]
+    assert 0.5 <= steps_two / steps_one <= 2.0, (steps_one, steps_two)
+
+
+# --------------------------------------------------------------------------------------------------- small / uneven k
+@pytest.fixture(scope="module")
+def run_k1(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Module, digits: Split) -> dict[str, Any]:
+    forget = digits_forget_set(digits, 1)
+    model = copy.deepcopy(_pretrained_digits).eval()
+    records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k1"), devices=2)
+    return {"k": 1, "forget": forget, "model": model, "records": records, "scores": scores, "pretrained": _pretrained_digits}
+
+
+@pytest.fixture(scope="module")
+def run_k3(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Module, digits: Split) -> dict[str, Any]:
+    forget = digits_forget_set(digits, 3)
+    model = copy.deepcopy(_pretrained_digits).eval()
+    records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k3"), devices=2)
+    return {"k": 3, "forget": forget, "model": model, "records": records, "scores": scores, "pretrained": _pretrained_digits}
+
+
+def test_k1_with_two_processes(run_k1: dict[str, Any]) -> None:
+    records = run_k1["records"]
+    assert all(r["summary"]["unlearned"] and r["summary"]["remaining_after"] == 0 for r in records)
+    assert len({r["summary"]["steps"] for r in records}) == 1
+    assert len({r["global_step"] for r in records}) == 1
+    assert accuracy(run_k1["model"], run_k1["forget"].inputs, run_k1["forget"].labels) == 0.0
+    rank0, rank1 = run_k1["scores"]
+    assert all(torch.equal(rank0[n], rank1[n]) for n in rank0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Lightning's DistributedSampler pads uneven shards by repeating instances (k=1 on 2 ranks: both ranks get"
+    " instance 0; k=3: instance 0 twice); InstanceUnlearning._collect keeps the repeats, so k, remaining counts,"
+    " anchor count and the importance mean count them twice. Fix: drop the sampler's padding in _collect.",
+)
+@pytest.mark.parametrize("run", ["run_k1", "run_k3"])
+def test_uneven_shards_count_each_instance_once(run: str, request: pytest.FixtureRequest) -> None:
+    result = request.getfixturevalue(run)
+    k = result["k"]
+    reference = single_process_importance(copy.deepcopy(result["pretrained"]).eval(), result["forget"])
+    for record in result["records"]:
+        summary = record["summary"]
+        assert summary["unlearned"]
+        assert (summary["k"], summary["remaining_before"], summary["anchors"]) == (k, k, 4 * k)
+    assert sum(r["shard_size"] for r in result["records"]) == k
+    assert_importance_close(result["scores"][0], reference)
+
+
+# --------------------------------------------------------------------------------------------------- unlearned shard
+def test_a_shard_already_unlearned_at_start(tmp_path: Path, digits_cnn: nn.Module, digits: Split) -> None:
+    """Rank 1's shard is given labels the model does not predict, as if those instances had been forgotten already:
+    that rank starts with nothing left to unlearn, rank 0 with all of its shard."""
+    forget = digits_forget_set(digits, 8)
+    # Lightning shards a training set with DistributedSampler(shuffle=True, seed=PL_GLOBAL_SEED); the callback collects
+    # the shards of epoch 0
+    shard1 = list(DistributedSampler(forget, num_replicas=2, rank=1, shuffle=True, seed=0))
+    with torch.no_grad():
+        predicted = digits_cnn(forget.inputs).argmax(-1)
+    labels = forget.labels.clone()
+    labels[shard1] = (predicted[shard1] + 1) % 10
+    forget = ForgetSet(forget.inputs, labels)
+    records, scores, metrics = run_request(digits_cnn, forget, tmp_path, devices=2)
+    assert [r["shard_remaining_at_start"] for r in records] == [4, 0]
+    assert all(r["summary"]["remaining_before"] == 4 and r["summary"]["unlearned"] for r in records)
+    assert len({r["summary"]["steps"] for r in records}) == 1
+    assert len({r["global_step"] for r in records}) == 1
+    assert accuracy(digits_cnn, forget.inputs, forget.labels) == 0.0
+    assert metrics["forget/remaining"] == 0.0
+    assert all(torch.equal(scores[0][n], scores[1][n]) for n in scores[0])
+
+
+# --------------------------------------------------------------------------------------------------- precision
+def test_bf16_mixed_on_cpu_with_two_processes(tmp_path: Path, digits_cnn: nn.Module, digits: Split) -> None:
+    forget = digits_forget_set(digits, 8)
+    records, scores, _ = run_request(digits_cnn, forget, tmp_path, devices=2, precision="bf16-mixed")
+    for record in records:
+        assert record["summary"]["unlearned"]
+        # anchors and importance are made in on_train_start, outside autocast: full precision
+        assert record["anchor_dtype"] == record["anchor_logits_dtype"] == "torch.float32"
+        assert record["importance_dtypes"] == ["torch.float32"]
+    assert len({r["summary"]["steps"] for r in records}) == 1
+    assert all(torch.equal(scores[0][n], scores[1][n]) for n in scores[0])
+    assert all(p.dtype == torch.float32 for p in digits_cnn.parameters())  # mixed, not true, bf16
+    assert accuracy(digits_cnn, forget.inputs, forget.labels) == 0.0
+
+
+# --------------------------------------------------------------------------------------------------- strategy="ddp"
+def test_ddp_script_in_a_subprocess_writes_one_report(tmp_path: Path, _pretrained_digits: nn.Module) -> None:
+    """``strategy="ddp"`` the way users launch it: Lightning re-runs the script for rank 1; only rank 0 reports."""
+    env = {key: value for key, value in os.environ.items() if key not in _DDP_ENV}
+    command = [sys.executable, str(REPO / "benchmarks" / "ddp_request.py"), "--devices", "2", "--k", "4"]
+    command += ["--max-steps", str(MAX_STEPS), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    reports = list(tmp_path.rglob("*.json"))
+    assert [p.name for p in reports] == ["report.json"]
+    report = json.loads(reports[0].read_text())
+    assert report["strategy"] == "ddp" and report["world_size"] == 2
+    assert report["summary"]["unlearned"] and report["summary"]["k"] == 4
+    assert len(set(report["steps_per_rank"])) == 1 and len(report["steps_per_rank"]) == 2
+    assert len(set(report["global_step_per_rank"])) == 1
+    assert report["importance_identical"] is True
+    assert report["after"]["forget_acc"] == 0.0
+    assert output.count("instances unlearned in") == 1  # rank_zero_info: printed once, not once per rank
+    assert output.count("ddp_request: world_size=2") == 1
+
+
+_DDP_ENV = {
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GLOBAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "PL_GLOBAL_SEED",
+    "PL_SEED_WORKERS",
+}
