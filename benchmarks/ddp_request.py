@@ -87,8 +87,10 @@ def main() -> None:
     classifier = pretrained_digits_cnn()
     index = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(args.seed))[: args.k]
     forget = ForgetSet(split.x_train[index], split.y_train[index])
-    before = {"forget_acc": accuracy(classifier, forget.inputs, forget.labels),
-              "test_acc": accuracy(classifier, split.x_test, split.y_test)}
+    before = {
+        "forget_acc": accuracy(classifier, forget.inputs, forget.labels),
+        "test_acc": accuracy(classifier, split.x_test, split.y_test),
+    }
 
     L.seed_everything(args.seed, verbose=False)
     unlearning = InstanceUnlearning(
@@ -128,10 +130,17 @@ def main() -> None:
         "summary": summary.to_dict() if summary else None,
         **agreement.result,
         "before": before,
-        "after": {"forget_acc": accuracy(classifier, forget.inputs, forget.labels),
-                  "test_acc": accuracy(classifier, split.x_test, split.y_test)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "lightning": L.__version__, "date": time.strftime("%Y-%m-%d")},
+        "after": {
+            "forget_acc": accuracy(classifier, forget.inputs, forget.labels),
+            "test_acc": accuracy(classifier, split.x_test, split.y_test),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1))

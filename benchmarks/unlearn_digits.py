@@ -64,8 +64,12 @@ def lightning_request(
     seconds = time.perf_counter() - started
     summary = callback.summary
     assert summary is not None
-    return {"steps": summary.steps, "seconds": seconds, "unlearned": summary.unlearned,
-            "setup_seconds": summary.setup_seconds}
+    return {
+        "steps": summary.steps,
+        "seconds": seconds,
+        "unlearned": summary.unlearned,
+        "setup_seconds": summary.setup_seconds,
+    }
 
 
 def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> dict[str, Any]:
@@ -80,8 +84,11 @@ def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> d
     reference = {n: p.detach().clone() for n, p in classifier.named_parameters()}
     batch_gen = torch.Generator().manual_seed(seed + 1)
     params = [p for p in classifier.parameters() if p.requires_grad]
-    optimizer = (torch.optim.Adam(params, lr=default.lr, weight_decay=default.weight_decay) if default.optimizer_name
-                 == "adam" else torch.optim.SGD(params, lr=default.lr, momentum=default.momentum))
+    optimizer = (
+        torch.optim.Adam(params, lr=default.lr, weight_decay=default.weight_decay)
+        if default.optimizer_name == "adam"
+        else torch.optim.SGD(params, lr=default.lr, momentum=default.momentum)
+    )
     classifier.train()
     if default.batchnorm == "eval":
         for m in classifier.modules():
@@ -91,7 +98,9 @@ def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> d
     done = False
     while steps < MAX_STEPS and not done:
         logits = classifier(x)
-        loss = default.forget_weight * forget_loss(logits, y, None, kind=default.forget_loss_kind, margin=default.margin)
+        loss = default.forget_weight * forget_loss(
+            logits, y, None, kind=default.forget_loss_kind, margin=default.margin
+        )
         index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_gen)
         loss = loss + anchors.weight * anchors.loss_on(classifier(pool.inputs[index]), pool, index)
         loss = loss + importance.penalty(classifier, reference, scores)
@@ -148,7 +157,10 @@ def run(ks: list[int], seeds: list[int], methods: list[str]) -> list[dict[str, A
                     forget = ForgetSet(x_f, y_f, targets=targets if relabel else None)
                     info = lightning_request(model, forget, spec["anchors"], spec["importance"], spec["module"], seed)
                 row = {
-                    "method": method, "k": k, "seed": seed, **info,
+                    "method": method,
+                    "k": k,
+                    "seed": seed,
+                    **info,
                     "forget_acc": accuracy(model, x_f, y_f),
                     "target_acc": accuracy(model, x_f, targets) if relabel else float("nan"),
                     "retain_acc": accuracy(model, split.x_train[r_idx], split.y_train[r_idx]),
@@ -156,15 +168,20 @@ def run(ks: list[int], seeds: list[int], methods: list[str]) -> list[dict[str, A
                     "pretrained_test_acc": pre["test"],
                 }
                 rows.append(row)
-                print(json.dumps({key: (round(v, 4) if isinstance(v, float) else v) for key, v in row.items()}),
-                      flush=True)
+                print(
+                    json.dumps({key: (round(v, 4) if isinstance(v, float) else v) for key, v in row.items()}),
+                    flush=True,
+                )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     mean: Callable[[list[float]], float] = lambda v: statistics.fmean(v) if v else float("nan")  # noqa: E731
-    out = ["| method | k | runs | all unlearned | forget acc | target acc | retain acc | test acc | test drop | steps |"
-           " seconds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| method | k | runs | all unlearned | forget acc | target acc | retain acc | test acc | test drop | steps |"
+        " seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     keys = sorted({(r["k"], r["method"]) for r in rows}, key=lambda t: (t[0], list(METHODS).index(t[1])))
     for k, method in keys:
         group = [r for r in rows if r["k"] == k and r["method"] == method]
@@ -203,8 +220,13 @@ def _machine() -> dict[str, Any]:
     import os
     import platform
 
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
 
 
 if __name__ == "__main__":

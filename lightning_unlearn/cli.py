@@ -73,8 +73,32 @@ def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = Tru
     return {"before": before, "after": after}
 
 
+def verify(receipt: str, model: str, forget: str, model_class: str | None = None) -> list[str]:
+    """Check a model and forget data against a deletion receipt; prints the verdict and returns the problems."""
+    from lightning_unlearn.loading import load_classifier, load_forget_tensors
+    from lightning_unlearn.receipts import read_receipt, verify_receipt
+
+    record = read_receipt(receipt)
+    classifier = load_classifier(model, model_class)
+    x, y, t = load_forget_tensors(forget)
+    problems = verify_receipt(record, classifier, x, y, t)
+    if problems:
+        sys.stdout.write(f"NOT VERIFIED: receipt {record.request_id}\n" + "".join(f"- {p}\n" for p in problems))
+    else:
+        sys.stdout.write(f"VERIFIED: receipt {record.request_id}: model matches, {record.k} instances unlearned\n")
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lightning-unlearn``."""
+    """Entry point of ``lightning-unlearn``: errors end with a one-line message and exit code 2."""
+    try:
+        return _main(argv)
+    except (FileNotFoundError, ValueError, TypeError, ModuleNotFoundError, KeyError) as error:
+        sys.stderr.write(f"lightning-unlearn: error: {error}\n")
+        return 2
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightning-unlearn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="forget 32 digits instances with the defaults and print before/after")
@@ -82,7 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--max-steps", type=int, default=1000)
     p_demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_verify = sub.add_parser("verify", help="check a model and forget data against a deletion receipt")
+    p_verify.add_argument("--receipt", required=True, help="receipt JSON written by InstanceUnlearning(receipt_dir=)")
+    p_verify.add_argument("--model", required=True, help="pickled module, Lightning checkpoint or state dict")
+    p_verify.add_argument("--model-class", default=None, help="architecture class path when --model holds weights")
+    p_verify.add_argument("--forget", required=True, help="torch.save'd dict with 'inputs', 'labels' (, 'targets')")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        return 1 if verify(args.receipt, args.model, args.forget, args.model_class) else 0
     if args.command == "demo":
         demo(k=args.k, seed=args.seed, max_steps=args.max_steps, progress=not args.no_progress)
     return 0

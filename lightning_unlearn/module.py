@@ -126,6 +126,10 @@ class UnlearningModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(x)
 
+    def on_fit_start(self) -> None:
+        """Put the classifier in train mode (BatchNorm follows ``batchnorm`` at each step)."""
+        self.classifier.train()
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """With ``batchnorm="eval"``, put BatchNorm layers in eval mode before each step (running statistics frozen)."""
         if self.batchnorm == "eval":

@@ -175,8 +175,9 @@ def test_loss_on(digits: Split, digits_cnn: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- torchattacks backend
-def test_backends_give_anchors_of_similar_strength(digits: Split, digits_cnn: nn.Module,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_backends_give_anchors_of_similar_strength(
+    digits: Split, digits_cnn: nn.Module, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("torchattacks")
     x, y = _forget(digits)
     capsys.readouterr()
@@ -185,7 +186,9 @@ def test_backends_give_anchors_of_similar_strength(digits: Split, digits_cnn: nn
     built, ta = pools["builtin"], pools["torchattacks"]
     assert torch.equal(built.attack_targets, ta.attack_targets)  # same seed, same targets
     norm_b, norm_t = float(_norms(built, x).mean()), float(_norms(ta, x).mean())
-    print(f"success builtin {built.success_rate:.3f} torchattacks {ta.success_rate:.3f}; mean L2 {norm_b:.3f} {norm_t:.3f}")
+    print(
+        f"success builtin {built.success_rate:.3f} torchattacks {ta.success_rate:.3f}; mean L2 {norm_b:.3f} {norm_t:.3f}"
+    )
     assert ta.success_rate > 0.7
     assert abs(built.success_rate - ta.success_rate) <= 0.15
     assert abs(norm_b - norm_t) <= 0.2 * norm_b

@@ -55,7 +55,9 @@ class RankProbe(Callback):
         y = torch.cat([b[1] for b in batches]).to(pl_module.device)
         scores = self.unlearning.importance_scores
         assert scores is not None
-        torch.save({n: v.detach().cpu() for n, v in scores.items()}, self.out / f"importance_rank{trainer.global_rank}.pt")
+        torch.save(
+            {n: v.detach().cpu() for n, v in scores.items()}, self.out / f"importance_rank{trainer.global_rank}.pt"
+        )
         pool = self.unlearning.anchor_pool
         self.record = {
             "rank": trainer.global_rank,
@@ -192,7 +194,14 @@ def run_k1(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Modu
     forget = digits_forget_set(digits, 1)
     model = copy.deepcopy(_pretrained_digits).eval()
     records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k1"), devices=2)
-    return {"k": 1, "forget": forget, "model": model, "records": records, "scores": scores, "pretrained": _pretrained_digits}
+    return {
+        "k": 1,
+        "forget": forget,
+        "model": model,
+        "records": records,
+        "scores": scores,
+        "pretrained": _pretrained_digits,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +209,14 @@ def run_k3(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Modu
     forget = digits_forget_set(digits, 3)
     model = copy.deepcopy(_pretrained_digits).eval()
     records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k3"), devices=2)
-    return {"k": 3, "forget": forget, "model": model, "records": records, "scores": scores, "pretrained": _pretrained_digits}
+    return {
+        "k": 3,
+        "forget": forget,
+        "model": model,
+        "records": records,
+        "scores": scores,
+        "pretrained": _pretrained_digits,
+    }
 
 
 def test_k1_with_two_processes(run_k1: dict[str, Any]) -> None:

@@ -191,7 +191,9 @@ def test_apply_gradient_mask_scales_grad_in_place(digits: Split) -> None:
     params = dict(model.named_parameters())
     before = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
     grad_objects = {n: p.grad for n, p in params.items() if p.grad is not None}
-    mask = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i)) for i, (n, p) in enumerate(params.items())}
+    mask = {
+        n: torch.rand(p.shape, generator=torch.Generator().manual_seed(i)) for i, (n, p) in enumerate(params.items())
+    }
     apply_gradient_mask(params, mask)
     assert params["1.weight"].grad is None
     for name, grad in before.items():

@@ -120,7 +120,9 @@ def test_forget_loss_empty_batch() -> None:
 
 
 def test_forget_loss_errors() -> None:
-    with pytest.raises(ValueError, match=re.escape("`kind` must be one of ('runner_up', 'margin', 'neg_ce'), got 'ce'.")):
+    with pytest.raises(
+        ValueError, match=re.escape("`kind` must be one of ('runner_up', 'margin', 'neg_ce'), got 'ce'.")
+    ):
         forget_loss(_logits(), torch.tensor(LABELS), kind="ce")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=re.escape("`margin` must be >= 0, got -0.5.")):
         forget_loss(_logits(), torch.tensor(LABELS), margin=-0.5)
@@ -157,9 +159,7 @@ def test_anchor_loss_errors() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     with pytest.raises(ValueError, match=re.escape("`kind` must be one of ('ce', 'kl'), got 'mse'.")):
         anchor_loss(logits, torch.tensor([0, 1]), kind="mse")  # type: ignore[arg-type]
-    with pytest.raises(
-        ValueError, match=re.escape("`reference` must be [A] labels for kind='ce', got shape (2, 2).")
-    ):
+    with pytest.raises(ValueError, match=re.escape("`reference` must be [A] labels for kind='ce', got shape (2, 2).")):
         anchor_loss(logits, logits, kind="ce")
     with pytest.raises(
         ValueError,

@@ -68,12 +68,21 @@ def _targets(y: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("norm", "eps", "step_size"), [("l2", 1.0, 0.25), ("linf", 0.1, 0.025)])
-def test_targeted_pgd_stays_in_ball_and_range(digits: Split, digits_cnn: nn.Module, norm: str, eps: float,
-                                              step_size: float) -> None:
+def test_targeted_pgd_stays_in_ball_and_range(
+    digits: Split, digits_cnn: nn.Module, norm: str, eps: float, step_size: float
+) -> None:
     x, y = _forget(digits)
     with eval_mode(digits_cnn):
-        adv = targeted_pgd(digits_cnn, x, _targets(y), norm=norm, eps=eps, step_size=step_size, steps=10,
-                           generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+        adv = targeted_pgd(
+            digits_cnn,
+            x,
+            _targets(y),
+            norm=norm,
+            eps=eps,
+            step_size=step_size,
+            steps=10,
+            generator=torch.Generator().manual_seed(0),
+        )  # type: ignore[arg-type]
     assert adv.shape == x.shape and adv.dtype == x.dtype
     assert not adv.requires_grad
     delta = (adv - x).flatten(1)
@@ -86,8 +95,16 @@ def test_targeted_pgd_stays_in_ball_and_range(digits: Split, digits_cnn: nn.Modu
 def test_targeted_pgd_respects_a_narrow_input_range(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 8)
     x = x.clamp(0.2, 0.7)
-    adv = targeted_pgd(digits_cnn, x, _targets(y), eps=5.0, step_size=1.0, steps=5, input_range=(0.2, 0.7),
-                       generator=torch.Generator().manual_seed(0))
+    adv = targeted_pgd(
+        digits_cnn,
+        x,
+        _targets(y),
+        eps=5.0,
+        step_size=1.0,
+        steps=5,
+        input_range=(0.2, 0.7),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert float(adv.min()) >= 0.2 and float(adv.max()) <= 0.7
     assert bool(((adv - x).flatten(1).norm(dim=1) <= 5.0 + 1e-5).all())
 
@@ -100,8 +117,16 @@ def test_targeted_pgd_moves_toward_target(digits: Split, digits_cnn: nn.Module) 
         clean_target_logp = digits_cnn(x).log_softmax(-1).gather(1, targets[:, None])
     assert bool((clean_pred == y).all())  # pre-trained model knows these training instances
     with eval_mode(digits_cnn):
-        adv = targeted_pgd(digits_cnn, x, targets, norm="l2", eps=1.0, step_size=0.25, steps=20,
-                           generator=torch.Generator().manual_seed(0))
+        adv = targeted_pgd(
+            digits_cnn,
+            x,
+            targets,
+            norm="l2",
+            eps=1.0,
+            step_size=0.25,
+            steps=20,
+            generator=torch.Generator().manual_seed(0),
+        )
         with torch.no_grad():
             out = digits_cnn(adv)
     success = float((out.argmax(-1) == targets).float().mean())
@@ -111,8 +136,7 @@ def test_targeted_pgd_moves_toward_target(digits: Split, digits_cnn: nn.Module) 
     assert bool((out.log_softmax(-1).gather(1, targets[:, None]) > clean_target_logp).all())
 
 
-def test_targeted_pgd_without_random_start_is_deterministic(digits: Split,
-                                                                           digits_cnn: nn.Module) -> None:
+def test_targeted_pgd_without_random_start_is_deterministic(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 8)
     a = targeted_pgd(digits_cnn.eval(), x, _targets(y), random_start=False, steps=3)
     b = targeted_pgd(digits_cnn, x, _targets(y), random_start=False, steps=3)

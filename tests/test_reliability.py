@@ -1,0 +1,221 @@
+"""Reliability and privacy: resume after SIGKILL, determinism, no forget data in checkpoints, receipts, guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
+from lightning_unlearn.cli import main as cli_main
+from lightning_unlearn.receipts import model_hash, read_receipt, write_receipt
+from tests.conftest import forget_indices, quiet_trainer_kwargs
+
+SCRIPT = Path(__file__).parent / "scripts" / "resumable_request.py"
+
+
+def _run_script(out: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(out), *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    straight = _run_script(tmp_path / "straight")
+    assert straight.wait(timeout=240) == 0, straight.stderr.read().decode()[-2000:] if straight.stderr else ""
+    reference = json.loads((tmp_path / "straight" / "result.json").read_text())
+
+    killed = _run_script(tmp_path / "killed", "--step-delay", "0.1")
+    last = tmp_path / "killed" / "ckpt" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.5)  # a few more steps, possibly mid-way through the next checkpoint
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "result.json").exists()
+    state = torch.load(last, weights_only=False)
+    assert 0 < state["global_step"] < reference["steps"]
+
+    resumed = _run_script(tmp_path / "killed", "--resume", str(last))
+    assert resumed.wait(timeout=240) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
+    result = json.loads((tmp_path / "killed" / "result.json").read_text())
+    assert result["unlearned"] is True
+    assert result["steps"] == reference["steps"]
+    assert result["hash"] == reference["hash"]  # bit-identical on CPU
+
+
+def _fit(digits, classifier, index, callbacks=(), **kwargs) -> InstanceUnlearning:
+    L.seed_everything(0, verbose=False)
+    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=4, steps=5), seed=0, **kwargs)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, *callbacks], **quiet_trainer_kwargs())
+    forget = ForgetSet(digits.x_train[index], digits.y_train[index])
+    trainer.fit(UnlearningModule(classifier, num_classes=10), DataLoader(forget, batch_size=len(index)))
+    return callback
+
+
+def test_same_seed_gives_bit_identical_weights(digits, digits_cnn) -> None:
+    index = forget_indices(len(digits.y_train), 8, seed=5)
+    other = pytest.importorskip("copy").deepcopy(digits_cnn)
+    _fit(digits, digits_cnn, index)
+    _fit(digits, other, index)
+    assert model_hash(digits_cnn) == model_hash(other)
+
+
+class _CaptureAnchors(Callback):
+    def __init__(self, unlearning: InstanceUnlearning) -> None:
+        self.unlearning = unlearning
+        self.anchors: torch.Tensor | None = None
+
+    def on_train_batch_end(self, *args: object) -> None:
+        if self.anchors is None and self.unlearning.anchor_pool is not None:
+            self.anchors = self.unlearning.anchor_pool.inputs.detach().cpu().clone()
+
+
+def _contains(haystack: torch.Tensor, needle: torch.Tensor) -> bool:
+    flat, pattern = haystack.detach().flatten().float().cpu(), needle.flatten().float().cpu()
+    if flat.numel() < pattern.numel():
+        return False
+    windows = flat.unfold(0, pattern.numel(), 1)
+    return bool(torch.isclose(windows, pattern, atol=1e-7).all(dim=1).any())
+
+
+def _tensors(obj: object):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def test_checkpoints_logs_and_receipts_hold_no_forget_inputs_or_anchors(digits, digits_cnn, tmp_path: Path) -> None:
+    index = forget_indices(len(digits.y_train), 6, seed=7)
+    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=3, steps=5), seed=0, receipt_dir=tmp_path / "r")
+    capture = _CaptureAnchors(callback)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=0)
+    kwargs = {**quiet_trainer_kwargs(), "enable_checkpointing": True, "logger": L.pytorch.loggers.CSVLogger(tmp_path)}
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, capture, checkpoint], **kwargs)
+    x, y = digits.x_train[index], digits.y_train[index]
+    trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=6))
+    assert capture.anchors is not None and callback.summary is not None and callback.summary.steps >= 2
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    tensors = list(_tensors(state))
+    assert tensors
+    secrets = [*x, *capture.anchors[:: max(1, len(capture.anchors) // 6)]]
+    for secret in secrets:
+        assert not any(_contains(t, secret) for t in tensors)
+    texts = [p.read_text() for p in tmp_path.rglob("*") if p.suffix in {".csv", ".json", ".jsonl", ".yaml"}]
+    assert texts
+    first_values = [f"{v:.6f}" for v in x[0].flatten()[20:24].tolist() if v not in (0.0, 1.0)]
+    for text in texts:
+        assert not (first_values and all(v in text for v in first_values))
+
+
+def test_receipt_verifies_and_cli_rejects_a_different_model(digits, digits_cnn, tmp_path: Path, capsys) -> None:
+    index = forget_indices(len(digits.y_train), 6, seed=11)
+    original = pytest.importorskip("copy").deepcopy(digits_cnn)
+    callback = _fit(digits, digits_cnn, index, receipt_dir=tmp_path)
+    assert len(callback.receipts) == 1
+    receipt = read_receipt(callback.receipts[0])
+    assert receipt.k == 6 and receipt.unlearned and receipt.model_after == model_hash(digits_cnn)
+    assert receipt.model_before == model_hash(original)
+    assert len(receipt.instance_hashes) == 6
+    log_lines = (tmp_path / "receipts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["request_id"] for line in log_lines] == [receipt.request_id]
+    torch.save(digits_cnn, tmp_path / "model.pt")
+    torch.save(original, tmp_path / "original.pt")
+    torch.save({"inputs": digits.x_train[index], "labels": digits.y_train[index]}, tmp_path / "forget.pt")
+    args = ["verify", "--receipt", str(callback.receipts[0]), "--forget", str(tmp_path / "forget.pt")]
+    assert cli_main([*args, "--model", str(tmp_path / "model.pt")]) == 0
+    assert "VERIFIED" in capsys.readouterr().out
+    assert cli_main([*args, "--model", str(tmp_path / "original.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "NOT VERIFIED" in out and "model_after" in out and "not unlearned" in out
+
+
+def test_crash_while_writing_a_receipt_leaves_the_log_intact(
+    digits, digits_cnn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = forget_indices(len(digits.y_train), 4, seed=2)
+    callback = _fit(digits, digits_cnn, index, receipt_dir=tmp_path)
+    receipt = read_receipt(callback.receipts[0])
+    log = tmp_path / "receipts.jsonl"
+    before = log.read_bytes()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    receipt.request_id = "second"
+    with pytest.raises(OSError, match="disk gone"):
+        write_receipt(receipt, tmp_path)
+    monkeypatch.undo()
+    assert log.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_errors_are_one_line_and_nonzero(tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "missing.pt")
+    assert cli_main(["verify", "--receipt", missing, "--model", missing, "--forget", missing]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lightning-unlearn: error:") and "\n" not in err
+
+
+def test_max_drop_guard_restores_the_original_weights(digits, digits_cnn) -> None:
+    index = forget_indices(len(digits.y_train), 8, seed=4)
+    before = model_hash(digits_cnn)
+    L.seed_everything(0, verbose=False)
+    callback = InstanceUnlearning(anchors=None, importance=None, max_drop=0.0, seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    module = UnlearningModule(digits_cnn, num_classes=10, lr=1e-3)
+    forget = ForgetSet(digits.x_train[index], digits.y_train[index])
+    test = DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=512)
+    with pytest.warns(UserWarning, match=r"test accuracy dropped by .* > max_drop=0.0"):
+        trainer.fit(module, DataLoader(forget, batch_size=8), val_dataloaders={"test": test})
+    summary = callback.summary
+    assert summary is not None and summary.restored and not summary.unlearned
+    assert summary.failure is not None and summary.failure.startswith("test accuracy dropped by")
+    assert model_hash(digits_cnn) == before
+
+
+@pytest.mark.parametrize(
+    ("labels", "num_outputs", "message"),
+    [
+        (torch.tensor([10, 1, 2, 3]), 10, r"forget labels must lie in [0, 10) (num_classes=10), got values up to 10."),
+        (torch.tensor([0, 1, 2, 3]), 7, "`classifier` must return [B, num_classes] logits, i.e. [2, 7] here, got"),
+    ],
+)
+def test_errors_inside_fit_leave_weights_bit_identical(digits, digits_cnn, labels, num_outputs, message) -> None:
+    before = model_hash(digits_cnn)
+    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=2, steps=2), seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    module = UnlearningModule(digits_cnn, num_classes=num_outputs)
+    forget = ForgetSet(digits.x_train[:4], labels)
+    with pytest.raises(ValueError, match=__import__("re").escape(message)):
+        trainer.fit(module, DataLoader(forget, batch_size=4))
+    assert model_hash(digits_cnn) == before
+
+
+def test_inputs_outside_the_anchor_range_are_refused_before_any_change(digits, digits_cnn) -> None:
+    before = model_hash(digits_cnn)
+    callback = InstanceUnlearning(anchors=PGDAnchors(input_range=(0.0, 0.5)), seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    forget = ForgetSet(digits.x_train[:4], digits.y_train[:4])
+    with pytest.raises(ValueError, match=r"forget inputs span \[0, 1\], outside `input_range`=\(0.0, 0.5\)"):
+        trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=4))
+    assert model_hash(digits_cnn) == before
