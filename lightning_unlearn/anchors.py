@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,8 +57,9 @@ class PGDAnchors:
 
     Args:
         norm: ``"l2"`` or ``"linf"``.
-        eps: radius of the perturbation ball, in input units (after ``input_range`` scaling).
-        step_size: PGD step; ``None`` means ``eps / 4``.
+        eps: radius of the perturbation ball, in input units; a sequence spreads each instance's anchors evenly over
+            several radii (near anchors hold the boundary tight, far ones hold it wide).
+        step_size: PGD step; ``None`` means ``eps / 4`` for each radius.
         steps: PGD steps.
         per_instance: anchors generated per forget instance.
         label: ``"prediction"`` or ``"target"``.
@@ -85,7 +86,7 @@ class PGDAnchors:
     def __init__(
         self,
         norm: Norm = "l2",
-        eps: float = 1.0,
+        eps: float | Sequence[float] = 1.0,
         step_size: float | None = None,
         steps: int = 20,
         per_instance: int = 20,
@@ -105,9 +106,16 @@ class PGDAnchors:
             raise ValueError(f"`loss` must be one of {ANCHOR_LOSS_KINDS}, got {loss!r}.")
         if backend not in BACKENDS:
             raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
-        for name, value in (("eps", eps), ("steps", steps), ("per_instance", per_instance), ("batch_size", batch_size)):
+        eps_values = (float(eps),) if isinstance(eps, (int, float)) else tuple(float(e) for e in eps)
+        if not eps_values or min(eps_values) <= 0:
+            raise ValueError(f"`eps` must be > 0 (or a non-empty sequence of such values), got {eps}.")
+        for name, value in (("steps", steps), ("per_instance", per_instance), ("batch_size", batch_size)):
             if value <= 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if per_instance < len(eps_values):
+            raise ValueError(
+                f"`per_instance` must be >= the number of eps values ({len(eps_values)}), got {per_instance}."
+            )
         if step_size is not None and step_size <= 0:
             raise ValueError(f"`step_size` must be > 0 or None, got {step_size}.")
         if weight < 0:
@@ -121,8 +129,9 @@ class PGDAnchors:
                 " or use backend='builtin'."
             )
         self.norm = norm
-        self.eps = float(eps)
-        self.step_size = float(step_size) if step_size is not None else self.eps / 4
+        self.eps: float | tuple[float, ...] = eps_values[0] if len(eps_values) == 1 else eps_values
+        self.eps_values = eps_values
+        self.step_size = None if step_size is None else float(step_size)
         self.steps = int(steps)
         self.per_instance = int(per_instance)
         self.label = label
@@ -178,29 +187,36 @@ class PGDAnchors:
             The :class:`AnchorPool`.
         """
         self.check_inputs(inputs)
-        source = inputs.repeat_interleave(self.per_instance, dim=0)
-        source_labels = labels.repeat_interleave(self.per_instance, dim=0)
-        targets = other_classes(source_labels, num_classes, generator)
-        attack = self._attack_fn(model, generator)
-        adv_chunks, logit_chunks = [], []
+        groups = len(self.eps_values)
+        adv_parts, logit_parts, target_parts = [], [], []
         with eval_mode(model):
-            for x, t in zip(source.split(chunk_size), targets.split(chunk_size)):
-                adv = attack(x, t)
-                adv_chunks.append(adv)
-                logit_chunks.append(model(adv).float())
-        adv_all = torch.cat(adv_chunks)
-        logits = torch.cat(logit_chunks)
-        hard = logits.argmax(-1) if self.label == "prediction" else targets
-        return AnchorPool(inputs=adv_all, labels=hard, logits=logits, attack_targets=targets)
+            for g, eps in enumerate(self.eps_values):
+                count = self.per_instance // groups + (1 if g < self.per_instance % groups else 0)
+                source = inputs.repeat_interleave(count, dim=0)
+                targets = other_classes(labels.repeat_interleave(count, dim=0), num_classes, generator)
+                attack = self._attack_fn(model, eps, generator)
+                for x, t in zip(source.split(chunk_size), targets.split(chunk_size)):
+                    adv = attack(x, t)
+                    adv_parts.append(adv)
+                    logit_parts.append(model(adv).float())
+                target_parts.append(targets)
+        adv_all = torch.cat(adv_parts)
+        logits = torch.cat(logit_parts)
+        attack_targets = torch.cat(target_parts)
+        hard = logits.argmax(-1) if self.label == "prediction" else attack_targets
+        return AnchorPool(inputs=adv_all, labels=hard, logits=logits, attack_targets=attack_targets)
 
     def loss_on(self, logits: Tensor, pool: AnchorPool, index: Tensor) -> Tensor:
         """The anchor loss of the anchors at ``index`` given the current ``logits`` on them (unweighted)."""
         reference = pool.labels[index] if self.loss == "ce" else pool.logits[index]
         return anchor_loss(logits, reference, kind=self.loss)
 
-    def _attack_fn(self, model: nn.Module, generator: torch.Generator | None) -> Callable[[Tensor, Tensor], Tensor]:
+    def _attack_fn(
+        self, model: nn.Module, eps: float, generator: torch.Generator | None
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        step_size = self.step_size if self.step_size is not None else eps / 4
         if self.resolved_backend == "torchattacks":
-            return self._torchattacks_fn(model, generator)
+            return self._torchattacks_fn(model, eps, step_size, generator)
 
         def builtin(x: Tensor, t: Tensor) -> Tensor:
             return targeted_pgd(
@@ -208,8 +224,8 @@ class PGDAnchors:
                 x,
                 t,
                 norm=self.norm,
-                eps=self.eps,
-                step_size=self.step_size,
+                eps=eps,
+                step_size=step_size,
                 steps=self.steps,
                 random_start=self.random_start,
                 input_range=self.input_range,
@@ -219,7 +235,7 @@ class PGDAnchors:
         return builtin
 
     def _torchattacks_fn(
-        self, model: nn.Module, generator: torch.Generator | None
+        self, model: nn.Module, eps: float, step_size: float, generator: torch.Generator | None
     ) -> Callable[[Tensor, Tensor], Tensor]:
         import torchattacks
 
@@ -230,8 +246,8 @@ class PGDAnchors:
         wrapped = _Rescaled(model, low, scale).eval()  # eval: torchattacks then never calls `.train()` afterwards
         atk = cls(
             wrapped,
-            eps=self.eps / scale,
-            alpha=self.step_size / scale,
+            eps=eps / scale,
+            alpha=step_size / scale,
             steps=self.steps,
             random_start=self.random_start,
         )

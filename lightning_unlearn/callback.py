@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,6 +150,7 @@ class InstanceUnlearning(Callback):
         self.receipt_dir = Path(receipt_dir) if receipt_dir is not None else None
         self.seed = seed
         self.history: list[RequestSummary] = []
+        self.trace: list[dict[str, float]] = []
         self.receipts: list[Path] = []
         # state of the request in progress
         self._forget: tuple[Tensor, Tensor, Tensor | None] | None = None
@@ -264,7 +266,9 @@ class InstanceUnlearning(Callback):
         assert isinstance(pl_module, UnlearningModule)
         self._steps += 1
         if self._steps % self.check_every_n_steps == 0 or self._steps >= self.max_steps:
-            self._remaining = self._count_remaining(trainer, pl_module, log=True)
+            values = pl_module.check_forget(self._forget_parts(), log=True)
+            self._remaining = int(values["forget/remaining"])
+            self.trace.append({"request": float(len(self.history)), "step": float(self._steps), **values})
         if self._remaining == 0 or self._steps >= self.max_steps:
             trainer.should_stop = True
 
@@ -295,9 +299,35 @@ class InstanceUnlearning(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pool is not None and not trainer.sanity_checking:
-            assert isinstance(pl_module, UnlearningModule)
-            pl_module.log("anchor/agreement", self._anchor_agreement(pl_module), batch_size=1)
+        if trainer.sanity_checking or self._summary is None:
+            return
+        assert isinstance(pl_module, UnlearningModule)
+        point = {"request": float(len(self.history)), "step": float(self._steps)}
+        if self._pool is not None:
+            point["anchor/agreement"] = self._anchor_agreement(pl_module)
+            pl_module.log("anchor/agreement", point["anchor/agreement"], batch_size=1)
+        for name, value in trainer.callback_metrics.items():
+            if name.endswith("/acc") and not name.startswith("forget/"):
+                point[name] = float(value)
+        self.trace.append(point)
+
+    def save_summary(self, path: str | Path) -> Path:
+        """Write the summaries of all requests and the trace of logged values as JSON (rank zero only)."""
+        from lightning_unlearn.receipts import _json_safe, atomic_write_text
+
+        file = Path(path)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"requests": [s.to_dict() for s in self.history], "trace": self.trace}
+        atomic_write_text(file, json.dumps(_json_safe(payload), indent=1) + "\n")
+        return file
+
+    def plot(self, path: str | Path) -> Path:
+        """Plot forget accuracy, evaluation accuracies and anchor agreement against steps as a PNG (needs
+        matplotlib: ``pip install 'lightning-unlearn[demo]'``).
+        """
+        from lightning_unlearn.report import plot_trace
+
+        return plot_trace(self.trace, path)
 
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -405,10 +435,13 @@ class InstanceUnlearning(Callback):
 
         return replay
 
+    def _forget_parts(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        return [] if self._forget is None else [self._forget, *self._kept]
+
     def _count_remaining(self, trainer: L.Trainer, pl_module: UnlearningModule, log: bool = False) -> int:
         if self._forget is None:
             return 0
-        return int(pl_module.check_forget([self._forget, *self._kept], log=log)["forget/remaining"])
+        return int(pl_module.check_forget(self._forget_parts(), log=log)["forget/remaining"])
 
     def _anchor_agreement(self, pl_module: UnlearningModule) -> float:
         assert self._pool is not None

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_unlearn.callback import InstanceUnlearning
@@ -89,18 +93,99 @@ def verify(receipt: str, model: str, forget: str, model_class: str | None = None
     return problems
 
 
+class CheckpointedUnlearningModule(UnlearningModule):
+    """:class:`~lightning_unlearn.UnlearningModule` whose classifier weights are loaded from a file first (a Lightning
+    checkpoint, an ``UnlearningModule`` checkpoint or a plain state dict): the model of ``lightning-unlearn fit``.
+
+    Args:
+        classifier: the architecture (``class_path`` + ``init_args`` in YAML).
+        num_classes: number of classes.
+        checkpoint: path of the trained weights (``~`` is expanded); ``None`` keeps the classifier as built.
+        **kwargs: the other arguments of :class:`~lightning_unlearn.UnlearningModule`.
+
+    Raises:
+        FileNotFoundError: if ``checkpoint`` does not exist.
+        ValueError: if its weights do not fit ``classifier``.
+    """
+
+    def __init__(self, classifier: nn.Module, num_classes: int, checkpoint: str | None = None, **kwargs: Any) -> None:
+        if checkpoint is not None:
+            from lightning_unlearn.loading import extract_state_dict
+
+            path = Path(checkpoint).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"`checkpoint` file {str(path)!r} does not exist.")
+            state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            try:
+                classifier.load_state_dict(state)
+            except RuntimeError as error:
+                first = str(error).strip().splitlines()[0]
+                raise ValueError(f"the weights in {str(path)!r} do not fit the classifier: {first}") from error
+        super().__init__(classifier, num_classes, **kwargs)
+        self.save_hyperparameters(ignore=["classifier"])
+
+
+def fit_command(argv: Sequence[str] | None) -> int:
+    """``lightning-unlearn fit|validate ...``: a LightningCLI over :class:`CheckpointedUnlearningModule` and
+    :class:`~lightning_unlearn.datamodule.ForgetRequestDataModule`; after ``fit`` the classifier's weights and the
+    callback's summary are written next to the logs.
+    """
+    from lightning.pytorch.cli import LightningCLI
+
+    from lightning_unlearn.datamodule import ForgetRequestDataModule
+
+    class UnlearnCLI(LightningCLI):
+        def after_fit(self) -> None:
+            trainer = self.trainer
+            if trainer.global_rank != 0:
+                return
+            folder = Path(trainer.log_dir or trainer.default_root_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            model = self.model
+            assert isinstance(model, UnlearningModule)
+            torch.save(model.classifier.state_dict(), folder / "unlearned_classifier.pt")
+            for callback in trainer.callbacks:  # type: ignore[attr-defined]
+                if isinstance(callback, InstanceUnlearning) and callback.summary is not None:
+                    callback.save_summary(folder / "summary.json")
+            sys.stdout.write(f"unlearned classifier and summary written to {folder}\n")
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        UnlearnCLI(
+            CheckpointedUnlearningModule,
+            ForgetRequestDataModule,
+            args=None if argv is None else list(argv),
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
+            auto_configure_optimizers=False,
+        )
+    return 0
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    text = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-unlearn``: errors end with a one-line message and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(argv)
+        if args and args[0] in ("fit", "validate"):
+            return fit_command(None if argv is None else args)
+        return _main(args)
+    except argparse.ArgumentError as error:
+        sys.stderr.write(f"lightning-unlearn: error: {_one_line(str(error))}\n")
+        return 2
     except (FileNotFoundError, ValueError, TypeError, ModuleNotFoundError, KeyError) as error:
-        sys.stderr.write(f"lightning-unlearn: error: {error}\n")
+        sys.stderr.write(f"lightning-unlearn: error: {_one_line(str(error))}\n")
         return 2
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightning-unlearn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fit", help="run a request from a YAML config (LightningCLI; see `fit --help`)", add_help=False)
     p_demo = sub.add_parser("demo", help="forget 32 digits instances with the defaults and print before/after")
     p_demo.add_argument("--k", type=int, default=32, help="number of instances to forget (default 32)")
     p_demo.add_argument("--seed", type=int, default=0)

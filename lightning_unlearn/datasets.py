@@ -74,3 +74,21 @@ def load_mnist5k_split(test_size: float = 0.2, seed: int = 0, size: int = 28) ->
         train_idx.append(members[cut:])
     tr, te = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
     return Split(x[tr], y[tr], x[te], y[te])
+
+
+class DigitsDataset(torch.utils.data.TensorDataset):
+    """scikit-learn digits as a map-style dataset of ``(image [1, 8, 8] in [0, 1], label)``; ``split`` is ``"train"``
+    (1,437 images) or ``"test"`` (360), as in :func:`load_digits_split`.
+
+    Raises:
+        ValueError: if ``split`` is not ``"train"`` or ``"test"``.
+    """
+
+    def __init__(self, split: str = "train", seed: int = 0) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
+        data = load_digits_split(seed=seed)
+        if split == "train":
+            super().__init__(data.x_train, data.y_train)
+        else:
+            super().__init__(data.x_test, data.y_test)

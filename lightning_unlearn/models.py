@@ -28,3 +28,10 @@ def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> n
         nn.Flatten(),
         nn.Linear(4 * width, num_classes),
     )
+
+
+class SmallCNN(nn.Sequential):
+    """:func:`small_cnn` as a class (for configuration files: ``class_path: lightning_unlearn.models.SmallCNN``)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32) -> None:
+        super().__init__(*small_cnn(num_classes, in_channels, width))

@@ -17,6 +17,7 @@ from lightning_unlearn.data import NO_TARGET
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss, is_unlearned
 from lightning_unlearn.functional.pgd import eval_mode
+from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
 from lightning_unlearn.metrics import AnchorAgreement, ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy
 
 Mode = Literal["misclassify", "relabel"]
@@ -51,6 +52,9 @@ class UnlearningModule(L.LightningModule):
         momentum: SGD momentum.
         batchnorm: ``"eval"`` keeps BatchNorm layers in eval mode during unlearning (running statistics frozen: tiny
             forget batches would otherwise overwrite them), ``"train"`` lets them update.
+        project_gradients: when the forget gradient conflicts with the gradient of the plugins' terms (anchors,
+            importance penalty), remove the conflicting component before the step (PCGrad). Costs one extra backward
+            pass per step; the projection uses each process's local gradients.
 
     Raises:
         ValueError: if an argument is outside its valid range or choices, or the classifier has no trainable parameter.
@@ -75,6 +79,7 @@ class UnlearningModule(L.LightningModule):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         batchnorm: Literal["eval", "train"] = "eval",
+        project_gradients: bool = True,
     ) -> None:
         if not isinstance(classifier, nn.Module):
             raise ValueError(f"`classifier` must be a torch.nn.Module, got {type(classifier).__name__}.")
@@ -113,6 +118,7 @@ class UnlearningModule(L.LightningModule):
         self.weight_decay = float(weight_decay)
         self.momentum = float(momentum)
         self.batchnorm = batchnorm
+        self.project_gradients = project_gradients
         self._loss_terms: dict[str, LossTerm] = {}
         self.forget_metrics = MetricCollection(
             {"acc": ForgetAccuracy(), "target_acc": ForgetTargetAccuracy(), "remaining": ForgetRemaining()},
@@ -181,14 +187,25 @@ class UnlearningModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, t = self.split_batch(batch)
         logits = self(x)
-        loss = self.forget_weight * forget_loss(logits, y, t, kind=self.forget_loss_kind, margin=self.margin)
-        self.log("train/forget_loss", loss.detach(), batch_size=x.shape[0])
+        forget = self.forget_weight * forget_loss(logits, y, t, kind=self.forget_loss_kind, margin=self.margin)
+        self.log("train/forget_loss", forget.detach(), batch_size=x.shape[0])
+        protect: Tensor | None = None
         for name, term in self._loss_terms.items():
             value = term()
             self.log(f"train/{name}", value.detach(), batch_size=x.shape[0])
-            loss = loss + value
+            protect = value if protect is None else protect + value
+        loss = forget if protect is None else forget + protect
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=x.shape[0])
+        if self.project_gradients and protect is not None and forget.requires_grad and bool(forget.detach() != 0):
+            return self._projected(forget, protect)
         return loss
+
+    def _projected(self, forget: Tensor, protect: Tensor) -> Tensor:
+        """PCGrad: drop from the forget gradient its component against the plugins' (protective) gradient."""
+        params = [p for p in self.classifier.parameters() if p.requires_grad]
+        g_forget = flat_gradient(forget, params, retain_graph=True)
+        g_protect = flat_gradient(protect, params, retain_graph=True)
+        return linear_surrogate(params, project_conflicting(g_forget, g_protect) + g_protect)
 
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
         """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""

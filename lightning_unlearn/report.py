@@ -1,0 +1,41 @@
+"""Plots of an unlearning run (matplotlib, an optional dependency: ``lightning-unlearn[demo]``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Plot every logged series of ``trace`` (``InstanceUnlearning.trace``) against the step, one line per name.
+
+    Raises:
+        ModuleNotFoundError: if matplotlib is not installed.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError("plotting needs matplotlib: pip install 'lightning-unlearn[demo]'.")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({k for point in trace for k in point if k not in ("request", "step") and k != "forget/remaining"})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in names:
+        points = [(p["step"], p[name]) for p in trace if name in p and p[name] == p[name]]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=name, marker="o" if len(points) < 30 else None, markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("accuracy / agreement")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    ax.set_title("Unlearning request")
+    fig.tight_layout()
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(file, dpi=110)
+    plt.close(fig)
+    return file
