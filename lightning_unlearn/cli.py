@@ -17,18 +17,32 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn.callback import InstanceUnlearning
 from lightning_unlearn.data import ForgetSet
-from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.module import UnlearningModule
 
 
-def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = True) -> dict[str, dict[str, float]]:
+def demo(
+    k: int = 32,
+    seed: int = 0,
+    max_steps: int = 1000,
+    progress: bool = True,
+    out_dir: str | Path = "unlearn_output/demo",
+) -> dict[str, dict[str, float]]:
     """Pre-train (or load from cache) a small CNN on scikit-learn digits, forget ``k`` training instances with the
-    package defaults, and print a before/after table. Returns the table as a dict.
+    package defaults, print a before/after table and write logs, a JSON summary and a PNG plot to ``out_dir``.
+
+    Returns:
+        ``{"before": {...}, "after": {...}}``.
     """
+    import importlib.util
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from torch.utils.data import TensorDataset
+
     from lightning_unlearn.datasets import load_digits_split
     from lightning_unlearn.pretrain import pretrained_digits_cnn
 
     L.seed_everything(seed, verbose=False)
+    out = Path(out_dir)
     split = load_digits_split()
     started = time.perf_counter()
     classifier = pretrained_digits_cnn()
@@ -37,44 +51,54 @@ def demo(k: int = 32, seed: int = 0, max_steps: int = 1000, progress: bool = Tru
     forget_idx, retain_idx = index[:k], index[k:]
     x_f, y_f = split.x_train[forget_idx], split.y_train[forget_idx]
     x_r, y_r = split.x_train[retain_idx], split.y_train[retain_idx]
-
-    def measure() -> dict[str, float]:
-        return {
-            "forget": accuracy(classifier, x_f, y_f),
-            "retain": accuracy(classifier, x_r, y_r),
-            "test": accuracy(classifier, split.x_test, split.y_test),
-        }
-
-    before = measure()
+    evaluation = {
+        "retain": DataLoader(TensorDataset(x_r, y_r), batch_size=1024),
+        "test": DataLoader(TensorDataset(split.x_test, split.y_test), batch_size=1024),
+    }
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    logger = TensorBoardLogger(out, name="logs") if tensorboard else CSVLogger(out, name="logs")
     callback = InstanceUnlearning(max_steps=max_steps, seed=seed)
     trainer = L.Trainer(
         max_epochs=-1,
         callbacks=[callback],
-        logger=False,
+        logger=logger,
+        log_every_n_steps=1,
+        check_val_every_n_epoch=25,
+        num_sanity_val_steps=0,
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
     )
     module = UnlearningModule(classifier, num_classes=10)
-    trainer.fit(module, DataLoader(ForgetSet(x_f, y_f), batch_size=k))
-    after = measure()
+    trainer.fit(module, DataLoader(ForgetSet(x_f, y_f), batch_size=k), val_dataloaders=evaluation)
     summary = callback.summary
     assert summary is not None
+    written = [callback.save_summary(out / "summary.json")]
+    if importlib.util.find_spec("matplotlib") is not None:
+        written.append(callback.plot(out / "curves.png"))
     rows = [
-        ("forget acc", before["forget"], after["forget"]),
-        ("retain acc", before["retain"], after["retain"]),
-        ("test acc", before["test"], after["test"]),
+        ("forget acc", "forget/acc"),
+        ("retain acc", "retain/acc"),
+        ("test acc", "test/acc"),
+        ("MIA efficacy", "mia/efficacy"),
     ]
-    out = [
-        f"Unlearning {k} digits instances (pre-trained model ready in {pretrain_seconds:.1f}s)",
+    lines = [
+        f"Unlearning {k} digits training instances (pre-trained model ready in {pretrain_seconds:.1f}s)",
         "",
-        f"| {'metric':<11} | {'before':>7} | {'after':>7} |",
-        f"|{'-' * 13}|{'-' * 9}|{'-' * 9}|",
+        f"| {'metric':<12} | {'before':>7} | {'after':>7} |",
+        f"|{'-' * 14}|{'-' * 9}|{'-' * 9}|",
     ]
-    out += [f"| {name:<11} | {b * 100:6.1f}% | {a * 100:6.1f}% |" for name, b, a in rows]
-    out += ["", f"steps: {summary.steps}, seconds: {summary.seconds:.1f}, all unlearned: {summary.unlearned}"]
-    sys.stdout.write("\n".join(out) + "\n")
-    return {"before": before, "after": after}
+    for label, key in rows:
+        before, after = summary.before.get(key, float("nan")), summary.after.get(key, float("nan"))
+        lines.append(f"| {label:<12} | {before * 100:6.1f}% | {after * 100:6.1f}% |")
+    lines += [
+        "",
+        f"steps: {summary.steps}, seconds: {summary.seconds:.1f}, all unlearned: {summary.unlearned}",
+        f"logs: {logger.log_dir}",
+        *[f"wrote: {path}" for path in written],
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return {"before": dict(summary.before), "after": dict(summary.after)}
 
 
 def verify(receipt: str, model: str, forget: str, model_class: str | None = None) -> list[str]:
@@ -191,6 +215,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--max-steps", type=int, default=1000)
     p_demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_demo.add_argument("--out-dir", default="unlearn_output/demo", help="where logs, summary and plot go")
     p_verify = sub.add_parser("verify", help="check a model and forget data against a deletion receipt")
     p_verify.add_argument("--receipt", required=True, help="receipt JSON written by InstanceUnlearning(receipt_dir=)")
     p_verify.add_argument("--model", required=True, help="pickled module, Lightning checkpoint or state dict")
@@ -200,7 +225,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verify":
         return 1 if verify(args.receipt, args.model, args.forget, args.model_class) else 0
     if args.command == "demo":
-        demo(k=args.k, seed=args.seed, max_steps=args.max_steps, progress=not args.no_progress)
+        demo(k=args.k, seed=args.seed, max_steps=args.max_steps, progress=not args.no_progress, out_dir=args.out_dir)
     return 0
 
 

@@ -133,8 +133,16 @@ class UnlearningModule(L.LightningModule):
         return self.classifier(x)
 
     def on_fit_start(self) -> None:
-        """Put the classifier in train mode (BatchNorm follows ``batchnorm`` at each step)."""
+        """Put the classifier in train mode (BatchNorm follows ``batchnorm`` at each step); each submodule's own mode
+        is restored at the end of ``fit``.
+        """
+        self._modes_before_fit = [(m, m.training) for m in self.classifier.modules()]
         self.classifier.train()
+
+    def on_fit_end(self) -> None:
+        for module, mode in getattr(self, "_modes_before_fit", []):
+            module.training = mode
+        self._modes_before_fit = []
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """With ``batchnorm="eval"``, put BatchNorm layers in eval mode before each step (running statistics frozen)."""
@@ -196,7 +204,9 @@ class UnlearningModule(L.LightningModule):
             protect = value if protect is None else protect + value
         loss = forget if protect is None else forget + protect
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=x.shape[0])
-        if self.project_gradients and protect is not None and forget.requires_grad and bool(forget.detach() != 0):
+        projectable = protect is not None and protect.requires_grad and forget.requires_grad
+        if self.project_gradients and projectable and bool(forget.detach() != 0):
+            assert protect is not None
             return self._projected(forget, protect)
         return loss
 
@@ -267,7 +277,16 @@ class UnlearningModule(L.LightningModule):
 
     def measure_eval_accuracy(self) -> dict[str, float]:
         """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
-        loaders = self.trainer.val_dataloaders
+        trainer = self.trainer
+        loaders = trainer.val_dataloaders
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        if loaders is None and trainer.training and val_loop._data_source.is_defined():
+            # Lightning loads evaluation data lazily when the first epoch does not validate: load it now, as the fit
+            # loop itself does at its start.
+            trainer.validating = True
+            val_loop.setup_data()
+            trainer.training = True
+            loaders = trainer.val_dataloaders
         if loaders is None:
             return {}
         if isinstance(loaders, dict):

@@ -11,7 +11,6 @@ from torch import Tensor, nn
 import lightning_unlearn.anchors as anchors_module
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.datasets import Split
-from lightning_unlearn.functional.pgd import eval_mode
 from tests.conftest import forget_indices
 
 K = 12
@@ -49,7 +48,10 @@ def _generate(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0, **kwargs: o
         ({"label": "attack"}, "`label` must be one of ('prediction', 'target'), got 'attack'."),
         ({"loss": "mse"}, "`loss` must be one of ('ce', 'kl'), got 'mse'."),
         ({"backend": "foolbox"}, "`backend` must be one of ('auto', 'builtin', 'torchattacks'), got 'foolbox'."),
-        ({"eps": 0.0}, "`eps` must be > 0, got 0.0."),
+        ({"eps": 0.0}, "`eps` must be > 0 (or a non-empty sequence of such values), got 0.0."),
+        ({"eps": ()}, "`eps` must be > 0 (or a non-empty sequence of such values), got ()."),
+        ({"eps": (1.0, -0.5)}, "`eps` must be > 0 (or a non-empty sequence of such values), got (1.0, -0.5)."),
+        ({"eps": (0.5, 1.0, 2.0), "per_instance": 2}, "`per_instance` must be >= the number of eps values (3), got 2."),
         ({"steps": 0}, "`steps` must be > 0, got 0."),
         ({"per_instance": -2}, "`per_instance` must be > 0, got -2."),
         ({"batch_size": 0}, "`batch_size` must be > 0, got 0."),
@@ -64,12 +66,35 @@ def test_argument_errors(kwargs: dict[str, object], message: str) -> None:
         PGDAnchors(**kwargs)  # type: ignore[arg-type]
 
 
-def test_defaults_and_step_size() -> None:
+def test_defaults() -> None:
     anchors = PGDAnchors(backend="builtin")
     assert (anchors.norm, anchors.eps, anchors.steps, anchors.per_instance) == ("l2", 1.0, 20, 20)
     assert (anchors.label, anchors.loss, anchors.weight, anchors.batch_size) == ("prediction", "kl", 1.0, 256)
-    assert anchors.step_size == 0.25  # eps / 4
+    assert anchors.eps_values == (1.0,)
     assert PGDAnchors(eps=2.0, step_size=0.1).step_size == 0.1
+    several = PGDAnchors(eps=[0.5, 1.0], per_instance=4)
+    assert several.eps == several.eps_values == (0.5, 1.0)
+
+
+def test_default_step_size_is_a_quarter_of_eps(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _forget(digits, 4)
+    implicit = _generate(digits_cnn, x, y, eps=0.8, steps=4, backend="builtin")
+    explicit = _generate(digits_cnn, x, y, eps=0.8, step_size=0.2, steps=4, backend="builtin")
+    other = _generate(digits_cnn, x, y, eps=0.8, step_size=0.1, steps=4, backend="builtin")
+    assert torch.equal(implicit.inputs, explicit.inputs)
+    assert not torch.equal(implicit.inputs, other.inputs)
+
+
+def test_several_radii(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _forget(digits, 6)
+    pool = _generate(digits_cnn, x, y, eps=(0.25, 1.0), steps=10, backend="builtin")  # 2 + 2 anchors per instance
+    assert len(pool) == PER_INSTANCE * 6
+    # one block per radius, each with every instance repeated per_instance / 2 times
+    near = (pool.inputs[:12] - x.repeat_interleave(2, dim=0)).flatten(1).norm(dim=1)
+    far = (pool.inputs[12:] - x.repeat_interleave(2, dim=0)).flatten(1).norm(dim=1)
+    assert bool((near <= 0.25 + 1e-5).all()) and bool((far <= 1.0 + 1e-5).all())
+    assert float(far.mean()) > 2 * float(near.mean())
+    assert bool((pool.attack_targets != torch.cat([y.repeat_interleave(2)] * 2)).all())
 
 
 def test_torchattacks_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,16 +167,7 @@ def test_generate_is_seeded(digits: Split, digits_cnn: nn.Module) -> None:
     assert not torch.equal(a.inputs, c.inputs)
 
 
-_TORCHATTACKS_MODES_BUG = (
-    "BUG: with backend='torchattacks', _torchattacks_fn calls `_Rescaled(model).eval()` (recursive) before generate()"
-    " enters eval_mode(model), so eval_mode saves and restores the all-eval modes: every submodule ends in eval mode"
-)
-
-
-@pytest.mark.parametrize(
-    "backend",
-    ["builtin", pytest.param("torchattacks", marks=pytest.mark.xfail(strict=True, reason=_TORCHATTACKS_MODES_BUG))],
-)
+@pytest.mark.parametrize("backend", ["builtin", "torchattacks"])
 def test_generate_preserves_submodule_modes(digits: Split, digits_cnn: nn.Module, backend: str) -> None:
     if backend == "torchattacks":
         pytest.importorskip("torchattacks")
@@ -186,9 +202,8 @@ def test_backends_give_anchors_of_similar_strength(
     built, ta = pools["builtin"], pools["torchattacks"]
     assert torch.equal(built.attack_targets, ta.attack_targets)  # same seed, same targets
     norm_b, norm_t = float(_norms(built, x).mean()), float(_norms(ta, x).mean())
-    print(
-        f"success builtin {built.success_rate:.3f} torchattacks {ta.success_rate:.3f}; mean L2 {norm_b:.3f} {norm_t:.3f}"
-    )
+    print(f"success builtin {built.success_rate:.3f} torchattacks {ta.success_rate:.3f}")
+    print(f"mean L2 perturbation builtin {norm_b:.3f} torchattacks {norm_t:.3f}")
     assert ta.success_rate > 0.7
     assert abs(built.success_rate - ta.success_rate) <= 0.15
     assert abs(norm_b - norm_t) <= 0.2 * norm_b

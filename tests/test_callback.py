@@ -126,9 +126,7 @@ def test_labels_and_targets_must_fit_num_classes(digits: Split, digits_cnn: nn.M
     with pytest.raises(
         ValueError, match=re.escape("forget labels must lie in [0, 7) (num_classes=7), got values up to 9.")
     ):
-        _fit(digits_cnn, ForgetSet(x, y_big), callback, num_classes_override=None) if False else _fit(
-            UnlearningModule(digits_cnn, num_classes=7), ForgetSet(x, y_big), callback
-        )
+        _fit(UnlearningModule(digits_cnn, num_classes=7), ForgetSet(x, y_big), callback)
     targets = (y + 1) % 7
     targets[0] = 8 if int(y[0]) != 8 else 9
     with pytest.raises(ValueError, match=re.escape("relabel targets must lie in [0, 7) (num_classes=7), got 8.")):
@@ -157,6 +155,8 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     assert (summary.k, summary.remaining_before, summary.remaining_after) == (16, 16, 0)
     assert accuracy(digits_cnn, x, y) == 0.0
     assert summary.anchors == 16 * 4
+    assert summary.before["forget/acc"] == 1.0 and summary.before["forget/remaining"] == 16
+    assert summary.after["forget/acc"] == 0.0 and summary.after["forget/remaining"] == 0
     assert test_after >= test_before - 0.10
     # stopped at the first step where every instance was unlearned
     assert summary.steps == trainer.global_step == log.first_all_unlearned == len(log.all_unlearned)
@@ -186,12 +186,14 @@ def test_relabel_mode_reaches_every_target(digits: Split, digits_cnn: nn.Module)
     assert summary.steps == trainer.global_step == log.first_all_unlearned
 
 
-def test_negative_gradient_baseline_without_anchors_or_importance(digits: Split, digits_cnn: nn.Module) -> None:
+@pytest.mark.parametrize("kind", ["neg_ce", "runner_up", "margin"])
+def test_baseline_without_anchors_or_importance(digits: Split, digits_cnn: nn.Module, kind: str) -> None:
+    """The plain negative-gradient baseline (``neg_ce``) and the other forget losses alone: stop once all unlearned."""
     x, y = _pick(digits, 16)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
     callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, seed=0)
-    trainer, _ = _fit(digits_cnn, forget, callback, log, forget_loss="neg_ce")
+    trainer, _ = _fit(digits_cnn, forget, callback, log, forget_loss=kind)
     summary = callback.summary
     assert summary is not None
     assert summary.unlearned and accuracy(digits_cnn, x, y) == 0.0
@@ -253,6 +255,41 @@ def test_max_steps_cap(digits: Split, digits_cnn: nn.Module, restore: bool) -> N
         assert changed
 
 
+class _Boom(L.Callback):
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == 2:
+            raise RuntimeError("disk full")
+
+
+def test_exception_restores_weights(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _pick(digits, 16)
+    original = copy.deepcopy(digits_cnn.state_dict())
+    callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom()], **quiet_trainer_kwargs())
+    with pytest.raises(RuntimeError, match="disk full"):
+        trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=16))
+    summary = callback.summary
+    assert summary is not None
+    assert summary.restored and not summary.unlearned
+    assert summary.failure == "interrupted by RuntimeError: disk full"
+    assert _same_state(digits_cnn, original)
+    assert module.loss_terms == ()
+
+
+def test_several_batches_per_epoch(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _pick(digits, 12)
+    forget = ForgetSet(x, y)
+    log = _StepLog(forget)
+    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, log], **quiet_trainer_kwargs())
+    trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=5, shuffle=True))
+    summary = callback.summary
+    assert summary is not None and summary.k == 12 and summary.unlearned
+    assert accuracy(digits_cnn, x, y) == 0.0
+    assert summary.steps == trainer.global_step == log.first_all_unlearned == len(log.all_unlearned)
+
+
 def test_nothing_to_do_stops_immediately(digits: Split, digits_cnn: nn.Module) -> None:
     x, _ = _pick(digits, 8)
     with torch.no_grad():
@@ -276,13 +313,13 @@ def test_nothing_to_do_stops_immediately(digits: Split, digits_cnn: nn.Module) -
     strict=False,
     reason=(
         "KNOWN LIMITATION with defaults (keep_forget_data=False): the second request's updates re-teach part of the"
-        " first request's instances (measured: 11 of 16 with 4 anchors per instance, 8 of 16 with full defaults);"
-        " nothing in a later request protects earlier, deleted instances"
+        " first request's instances (measured: 3 of 8 here; 11-12 of 16 at k=16; 8 of 16 with the full default"
+        " anchors); nothing in a later request protects earlier, deleted instances"
     ),
 )
 def test_second_request_keeps_first_request_unlearned(digits: Split, digits_cnn: nn.Module) -> None:
-    x1, y1 = _pick(digits, 16)
-    x2, y2 = _pick(digits, 16, skip=16)
+    x1, y1 = _pick(digits, 8)
+    x2, y2 = _pick(digits, 8, skip=8)
     callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
@@ -292,7 +329,7 @@ def test_second_request_keeps_first_request_unlearned(digits: Split, digits_cnn:
     assert all(s.unlearned for s in callback.history)
     assert accuracy(digits_cnn, x2, y2) == 0.0
     relearned = int((predict(digits_cnn, x1).argmax(-1) == y1).sum())
-    print(f"\nsecond request: {relearned} of 16 first-request instances remembered again")
+    print(f"\nsecond request: {relearned} of 8 first-request instances remembered again")
     assert relearned == 0
 
 
@@ -303,9 +340,7 @@ def test_keep_forget_data_keeps_earlier_instances_in_the_check(
     x1, y1 = _pick(digits, 8)
     x2, y2 = _pick(digits, 8, skip=8)
     pretrained = copy.deepcopy(digits_cnn.state_dict())
-    callback = InstanceUnlearning(
-        anchors=_anchors(per_instance=2), importance=None, max_steps=300, keep_forget_data=keep, seed=0
-    )
+    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, keep_forget_data=keep, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
     assert callback.history[0].unlearned
@@ -314,7 +349,7 @@ def test_keep_forget_data_keeps_earlier_instances_in_the_check(
     assert accuracy(digits_cnn, x1, y1) == 1.0
     forget2 = ForgetSet(x2, y2)
     log = _StepLog(forget2)
-    trainer, _ = _fit(module, forget2, callback, log)
+    _fit(module, forget2, callback, log)
     second = callback.history[1]
     assert second.k == 8
     if keep:

@@ -154,7 +154,7 @@ def test_fit_rejects_wrong_output_shape(digits: Split, digits_cnn: nn.Module) ->
 
 def test_loss_terms_and_training_step(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 4)
-    module = UnlearningModule(digits_cnn, num_classes=10, forget_weight=2.0)
+    module = UnlearningModule(digits_cnn, num_classes=10, forget_weight=2.0, project_gradients=False)
     module.add_loss_term("constant", lambda: torch.tensor(0.75))
     with pytest.raises(ValueError, match=re.escape("a loss term named 'constant' is already registered; remove it")):
         module.add_loss_term("constant", lambda: torch.tensor(1.0))
@@ -166,6 +166,18 @@ def test_loss_terms_and_training_step(digits: Split, digits_cnn: nn.Module) -> N
     module.remove_loss_term("constant")
     module.remove_loss_term("absent")
     assert module.loss_terms == ()
+
+
+def test_constant_loss_term_with_projection(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _forget(digits, 4)
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    module.add_loss_term("constant", lambda: torch.tensor(0.75))
+    module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
+    module.training_step((x, y), 0).backward()
+    # a constant adds nothing to the gradient: the forget gradient alone
+    expected = torch.autograd.grad(forget_loss(digits_cnn(x), y), list(digits_cnn.parameters()))
+    for p, g in zip(digits_cnn.parameters(), expected):
+        torch.testing.assert_close(p.grad, g)
 
 
 def test_unlearned_restores_modes(digits: Split, digits_cnn: nn.Module) -> None:
@@ -216,7 +228,8 @@ def test_classifier_that_is_a_lightning_module(digits: Split, digits_cnn: nn.Mod
     x, y = _forget(digits, 8)
     lit = _LitClassifier(digits_cnn)
     before = copy.deepcopy(lit.state_dict())
-    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=2, steps=5, backend="builtin"), max_steps=200, seed=0)
+    # MAS importance goes through torch.func.functional_call on the LightningModule; anchors are tested elsewhere
+    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(lit, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=8))
     assert callback.summary is not None and callback.summary.unlearned
@@ -272,14 +285,6 @@ def test_batchnorm_train_updates_running_stats(digits: Split, digits_cnn: nn.Mod
     assert int(digits_cnn[1].num_batches_tracked) > int(stats["1.num_batches_tracked"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: batchnorm='train' only works if the caller left the classifier in train mode; Lightning 2.6 no longer"
-        " calls .train() at fit start and UnlearningModule never puts BatchNorm in train mode, so a classifier"
-        " handed over in eval mode (as pretrained_digits_cnn/train_classifier return it) keeps frozen statistics"
-    ),
-)
 def test_batchnorm_train_updates_running_stats_of_an_eval_mode_classifier(digits: Split, digits_cnn: nn.Module) -> None:
     stats = _bn_state(digits_cnn)  # digits_cnn comes in eval mode
     recorder = _fit_batchnorm(digits, digits_cnn, "train")

@@ -6,7 +6,7 @@ Plain tensor code with no Lightning import. Importance of a parameter is the mea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,6 @@ def mas_importance_sum(
     inputs: Tensor,
     *,
     chunk_size: int = 64,
-    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Sum over ``inputs`` of the absolute per-instance gradient of the L2 norm of the logits.
 
@@ -30,8 +29,6 @@ def mas_importance_sum(
         model: the classifier.
         inputs: ``[N, ...]`` forget inputs.
         chunk_size: instances per vectorised pass (bounds memory).
-        forward: optional replacement for ``model.__call__`` taking the batch (used for wrapped models); it must call
-            ``model`` with its parameters.
 
     Returns:
         ``{parameter name: tensor shaped like the parameter}``, in float32.

@@ -95,18 +95,6 @@ def test_mas_importance_sum_empty_inputs() -> None:
     assert {n: s.shape for n, s in sums.items()} == {n: p.shape for n, p in model.named_parameters()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mas_importance_sum documents a `forward` argument (replacement for model.__call__) but never uses it",
-)
-def test_mas_importance_sum_uses_forward(digits: Split) -> None:
-    torch.manual_seed(0)
-    linear = nn.Linear(64, 10)  # takes flat inputs; the forward flattens the [N, 1, 8, 8] images
-    x = _forget_x(digits, 4)
-    sums = mas_importance_sum(linear, x, forward=lambda batch: linear(batch.flatten(1)))
-    _assert_close(sums, _hand_loop(nn.Sequential(nn.Flatten(), linear), x))
-
-
 # ---------------------------------------------------------------------------------------------- normalize
 def test_normalize_importance_range(digits: Split, digits_cnn: nn.Module) -> None:
     with eval_mode(digits_cnn):
