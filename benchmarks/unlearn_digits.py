@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import Split, load_digits_split
-from lightning_unlearn.functional import forget_loss, is_unlearned
+from lightning_unlearn.functional import forget_loss
 from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.models import small_cnn
 from lightning_unlearn.pretrain import pretrained_digits_cnn, train_classifier
@@ -52,8 +52,8 @@ def _trainer(callback: InstanceUnlearning) -> L.Trainer:
 def lightning_request(
     classifier: nn.Module,
     forget: ForgetSet,
-    anchors: PGDAnchors | None | str,
-    importance: MASImportance | None | str,
+    anchors: PGDAnchors | str | None,
+    importance: MASImportance | str | None,
     module_kwargs: dict[str, Any],
     seed: int,
 ) -> dict[str, Any]:

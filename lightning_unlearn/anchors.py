@@ -186,6 +186,11 @@ class PGDAnchors:
         Returns:
             The :class:`AnchorPool`.
         """
+        if inputs.shape[0] == 0:  # an empty shard under DDP
+            empty = labels.new_empty(0)
+            return AnchorPool(
+                inputs.new_empty((0, *inputs.shape[1:])), empty, inputs.new_empty((0, num_classes)), empty
+            )
         self.check_inputs(inputs)
         groups = len(self.eps_values)
         adv_parts, logit_parts, target_parts = [], [], []

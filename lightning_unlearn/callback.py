@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
+from torch.utils.data.distributed import DistributedSampler
 from typing_extensions import override
 
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
@@ -373,6 +374,12 @@ class InstanceUnlearning(Callback):
         x_all = torch.cat(xs).to(device)
         y_all = torch.cat(ys).to(device).long()
         t_all = torch.cat(ts).to(device).long() if any_target else None
+        keep = _unpadded_shard_size(loader)
+        if keep is not None:  # DistributedSampler repeats instances to even out shards: count each one once
+            x_all, y_all = x_all[:keep], y_all[:keep]
+            t_all = t_all[:keep] if t_all is not None else None
+        if y_all.numel() == 0:
+            return x_all, y_all, t_all
         c = pl_module.num_classes
         if int(y_all.min()) < 0 or int(y_all.max()) >= c:
             raise ValueError(
@@ -390,10 +397,15 @@ class InstanceUnlearning(Callback):
         self._pool = pool
         count = trainer.strategy.reduce(torch.tensor(float(len(pool)), device=pl_module.device), reduce_op="sum")
         self._summary.anchors = int(count)
-        self._summary.anchor_success_rate = pool.success_rate
+        successes = torch.tensor(pool.success_rate * len(pool), device=pl_module.device)
+        self._summary.anchor_success_rate = float(trainer.strategy.reduce(successes, reduce_op="sum")) / max(
+            int(count), 1
+        )
         batch_generator = self._batch_generator
 
         def anchor_term() -> Tensor:
+            if len(pool) == 0:  # an empty shard: a zero that still touches every parameter (DDP needs all grads)
+                return 0.0 * torch.stack([p.sum() for p in pl_module.classifier.parameters() if p.requires_grad]).sum()
             index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_generator)
             index = index.to(pool.inputs.device)
             return anchors.weight * anchors.loss_on(pl_module(pool.inputs[index]), pool, index)
@@ -535,3 +547,13 @@ class InstanceUnlearning(Callback):
             summary=summary.to_dict(),
         )
         self.receipts.append(write_receipt(receipt, self.receipt_dir))
+
+
+def _unpadded_shard_size(loader: object) -> int | None:
+    """This process's share of the dataset without the repeats a padding ``DistributedSampler`` adds."""
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler):
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None
+    return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]

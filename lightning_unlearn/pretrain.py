@@ -62,7 +62,7 @@ def pretrained_digits_cnn(seed: int = 0, epochs: int = 30, cache: bool = True) -
     train_classifier(model, split.x_train, split.y_train, epochs=epochs, seed=seed)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(model.state_dict(), tmp)
         tmp.replace(path)
     return model
