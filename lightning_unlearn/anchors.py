@@ -75,7 +75,7 @@ class PGDAnchors:
         ValueError: if an argument is outside its valid range or choices.
         ModuleNotFoundError: if ``backend="torchattacks"`` and torchattacks is not installed.
 
-    Example:
+    Examples:
         >>> anchors = PGDAnchors(eps=1.0, steps=10, per_instance=4, backend="builtin")
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
         >>> pool = anchors.generate(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), num_classes=3)
@@ -86,13 +86,13 @@ class PGDAnchors:
     def __init__(
         self,
         norm: Norm = "l2",
-        eps: float | Sequence[float] = 1.0,
+        eps: float | Sequence[float] = (0.5, 1.0, 2.0),
         step_size: float | None = None,
-        steps: int = 20,
-        per_instance: int = 20,
+        steps: int = 10,
+        per_instance: int = 21,
         label: AnchorLabel = "prediction",
         loss: AnchorLossKind = "kl",
-        weight: float = 1.0,
+        weight: float = 10.0,
         batch_size: int = 256,
         input_range: tuple[float, float] = (0.0, 1.0),
         random_start: bool = True,
@@ -112,10 +112,6 @@ class PGDAnchors:
         for name, value in (("steps", steps), ("per_instance", per_instance), ("batch_size", batch_size)):
             if value <= 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
-        if per_instance < len(eps_values):
-            raise ValueError(
-                f"`per_instance` must be >= the number of eps values ({len(eps_values)}), got {per_instance}."
-            )
         if step_size is not None and step_size <= 0:
             raise ValueError(f"`step_size` must be > 0 or None, got {step_size}.")
         if weight < 0:
@@ -192,24 +188,29 @@ class PGDAnchors:
                 inputs.new_empty((0, *inputs.shape[1:])), empty, inputs.new_empty((0, num_classes)), empty
             )
         self.check_inputs(inputs)
-        groups = len(self.eps_values)
-        adv_parts, logit_parts, target_parts = [], [], []
+        groups = min(len(self.eps_values), self.per_instance)  # fewer anchors than radii: the first radii
+        k, per = inputs.shape[0], self.per_instance
+        targets = other_classes(labels.repeat_interleave(per, dim=0), num_classes, generator).view(k, per)
+        adv_parts, logit_parts = [], []
+        start = 0
         with eval_mode(model):
-            for g, eps in enumerate(self.eps_values):
-                count = self.per_instance // groups + (1 if g < self.per_instance % groups else 0)
+            for g, eps in enumerate(self.eps_values[:groups]):
+                count = per // groups + (1 if g < per % groups else 0)
                 source = inputs.repeat_interleave(count, dim=0)
-                targets = other_classes(labels.repeat_interleave(count, dim=0), num_classes, generator)
+                group_targets = targets[:, start : start + count].reshape(-1)
                 attack = self._attack_fn(model, eps, generator)
-                for x, t in zip(source.split(chunk_size), targets.split(chunk_size)):
-                    adv = attack(x, t)
-                    adv_parts.append(adv)
-                    logit_parts.append(model(adv).float())
-                target_parts.append(targets)
-        adv_all = torch.cat(adv_parts)
-        logits = torch.cat(logit_parts)
-        attack_targets = torch.cat(target_parts)
-        hard = logits.argmax(-1) if self.label == "prediction" else attack_targets
-        return AnchorPool(inputs=adv_all, labels=hard, logits=logits, attack_targets=attack_targets)
+                advs = [attack(x, t) for x, t in zip(source.split(chunk_size), group_targets.split(chunk_size))]
+                adv = torch.cat(advs)
+                logits = torch.cat([model(chunk).float() for chunk in adv.split(chunk_size)])
+                adv_parts.append(adv.view(k, count, *inputs.shape[1:]))
+                logit_parts.append(logits.view(k, count, -1))
+                start += count
+        # instance-major layout: the anchors of forget instance i are rows i * per_instance ... (i + 1) * per_instance
+        adv_all = torch.cat(adv_parts, dim=1).reshape(k * per, *inputs.shape[1:])
+        logits_all = torch.cat(logit_parts, dim=1).reshape(k * per, -1)
+        attack_targets = targets.reshape(-1)
+        hard = logits_all.argmax(-1) if self.label == "prediction" else attack_targets
+        return AnchorPool(inputs=adv_all, labels=hard, logits=logits_all, attack_targets=attack_targets)
 
     def loss_on(self, logits: Tensor, pool: AnchorPool, index: Tensor) -> Tensor:
         """The anchor loss of the anchors at ``index`` given the current ``logits`` on them (unweighted)."""

@@ -81,12 +81,17 @@ class InstanceUnlearning(Callback):
 
     Args:
         anchors: anchor generator; ``None`` disables anchors, ``"default"`` uses ``PGDAnchors()``.
-        importance: importance estimator; ``None`` disables it, ``"default"`` uses ``MASImportance()``.
+        importance: importance estimator (``MASImportance(use="penalty")`` or ``MASImportance(use="mask")``); ``None``
+            (the default) disables it: with the default anchors it slowed forgetting and cost accuracy in our benchmark
+            (docs/benchmarks.md).
         max_steps: optimizer steps at most per request.
         check_every_n_steps: run the stop check every this many steps.
         restore_on_failure: put the original weights back if a request fails (see above).
         max_drop: optional guard: the request fails if accuracy on an evaluation set (``val_dataloaders``) ends more
             than this much (a fraction, e.g. ``0.05``) below its value at the start.
+        stall_patience: when the number of instances still remembered has not fallen for this many steps, halve the
+            weight of the anchor loss (strong anchors protect best but can stall forgetting; this trades protection for
+            progress only where needed). ``None`` keeps the weight fixed.
         keep_forget_data: keep earlier requests' forget instances in memory, keep them unlearned during later
             requests and include them in the stop check. Off by default: the deleted data is dropped at the end of its
             request and is never written to checkpoints.
@@ -107,7 +112,7 @@ class InstanceUnlearning(Callback):
     anchor sampler's RNG state), never forget inputs or anchors: on ``fit(..., ckpt_path=...)`` the anchors are
     regenerated from the original weights with the same seed, so a resumed request continues exactly.
 
-    Example:
+    Examples:
         >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
         >>> callback.max_steps
         1000
@@ -116,29 +121,28 @@ class InstanceUnlearning(Callback):
     def __init__(
         self,
         anchors: PGDAnchors | Literal["default"] | None = "default",
-        importance: MASImportance | Literal["default"] | None = "default",
+        importance: MASImportance | None = None,
         max_steps: int = 1000,
         check_every_n_steps: int = 1,
         restore_on_failure: bool = True,
         max_drop: float | None = None,
+        stall_patience: int | None = 100,
         keep_forget_data: bool = False,
         receipt_dir: str | Path | None = None,
         seed: int | None = None,
     ) -> None:
         if anchors == "default":
             anchors = PGDAnchors()
-        if importance == "default":
-            importance = MASImportance()
         if anchors is not None and not isinstance(anchors, PGDAnchors):
             raise ValueError(f"`anchors` must be a PGDAnchors, 'default' or None, got {type(anchors).__name__}.")
         if importance is not None and not isinstance(importance, MASImportance):
-            raise ValueError(
-                f"`importance` must be a MASImportance, 'default' or None, got {type(importance).__name__}."
-            )
+            raise ValueError(f"`importance` must be a MASImportance or None, got {type(importance).__name__}.")
         if max_steps <= 0:
             raise ValueError(f"`max_steps` must be > 0, got {max_steps}.")
         if check_every_n_steps <= 0:
             raise ValueError(f"`check_every_n_steps` must be > 0, got {check_every_n_steps}.")
+        if stall_patience is not None and stall_patience <= 0:
+            raise ValueError(f"`stall_patience` must be > 0 or None, got {stall_patience}.")
         if max_drop is not None and not 0.0 <= max_drop <= 1.0:
             raise ValueError(f"`max_drop` must be in [0, 1] or None, got {max_drop}.")
         self.anchors: PGDAnchors | None = anchors
@@ -147,6 +151,7 @@ class InstanceUnlearning(Callback):
         self.check_every_n_steps = int(check_every_n_steps)
         self.restore_on_failure = restore_on_failure
         self.max_drop = max_drop
+        self.stall_patience = stall_patience
         self.keep_forget_data = keep_forget_data
         self.receipt_dir = Path(receipt_dir) if receipt_dir is not None else None
         self.seed = seed
@@ -168,6 +173,9 @@ class InstanceUnlearning(Callback):
         self._steps = 0
         self._remaining = -1
         self._resume: dict[str, Any] | None = None
+        self._anchor_scale = 1.0
+        self._best_remaining = -1
+        self._best_step = 0
 
     @property
     def summary(self) -> RequestSummary | None:
@@ -207,6 +215,7 @@ class InstanceUnlearning(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, UnlearningModule)
         self._started = time.perf_counter()
+        pl_module.load_eval_data()
         x, y, t = self._collect(trainer, pl_module)
         self._forget = (x, y, t)
         resume, self._resume = self._resume, None
@@ -227,6 +236,8 @@ class InstanceUnlearning(Callback):
             seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
             self._seed = seed + 1_000_003 * len(self.history) + 7919 * trainer.global_rank
         self._anchor_generator.manual_seed(self._seed)
+        self._anchor_scale = float(resume.get("anchor_scale", 1.0)) if resume and current is not None else 1.0
+        self._best_remaining, self._best_step = -1, self._steps
         self._batch_generator.manual_seed(self._seed + 1)
         if self.anchors is not None:
             self._setup_anchors(trainer, pl_module, x, y)
@@ -269,6 +280,7 @@ class InstanceUnlearning(Callback):
         if self._steps % self.check_every_n_steps == 0 or self._steps >= self.max_steps:
             values = pl_module.check_forget(self._forget_parts(), log=True)
             self._remaining = int(values["forget/remaining"])
+            self._update_anchor_scale(pl_module)
             self.trace.append({"request": float(len(self.history)), "step": float(self._steps), **values})
         if self._remaining == 0 or self._steps >= self.max_steps:
             trainer.should_stop = True
@@ -313,7 +325,7 @@ class InstanceUnlearning(Callback):
         self.trace.append(point)
 
     def save_summary(self, path: str | Path) -> Path:
-        """Write the summaries of all requests and the trace of logged values as JSON (rank zero only)."""
+        """Write the summaries of all requests and the trace of logged values as JSON (call it on rank zero)."""
         from lightning_unlearn.receipts import _json_safe, atomic_write_text
 
         file = Path(path)
@@ -347,6 +359,7 @@ class InstanceUnlearning(Callback):
                 original={n: v.detach().cpu() for n, v in self._backup.items()},
                 importance=None if self._importance is None else {n: v.cpu() for n, v in self._importance.items()},
                 batch_generator=self._batch_generator.get_state(),
+                anchor_scale=self._anchor_scale,
             )
         return state
 
@@ -408,7 +421,7 @@ class InstanceUnlearning(Callback):
                 return 0.0 * torch.stack([p.sum() for p in pl_module.classifier.parameters() if p.requires_grad]).sum()
             index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_generator)
             index = index.to(pool.inputs.device)
-            return anchors.weight * anchors.loss_on(pl_module(pool.inputs[index]), pool, index)
+            return self._anchor_scale * anchors.weight * anchors.loss_on(pl_module(pool.inputs[index]), pool, index)
 
         pl_module.add_loss_term("anchor_loss", anchor_term)
 
@@ -446,6 +459,19 @@ class InstanceUnlearning(Callback):
             return pl_module.forget_weight * total
 
         return replay
+
+    def _update_anchor_scale(self, pl_module: UnlearningModule) -> None:
+        if self._best_remaining < 0 or self._remaining < self._best_remaining:
+            self._best_remaining, self._best_step = self._remaining, self._steps
+        elif self.stall_patience is not None and self._steps - self._best_step >= self.stall_patience:
+            self._anchor_scale = max(self._anchor_scale / 2, 1.0 / 1024)
+            self._best_step = self._steps
+            rank_zero_info(
+                f"Unlearning stalled at {self._remaining} remembered instances for {self.stall_patience} steps:"
+                f" anchor weight scaled to {self._anchor_scale:g}."
+            )
+        if self._pool is not None:
+            pl_module.log("train/anchor_scale", self._anchor_scale, on_step=True, on_epoch=False, batch_size=1)
 
     def _forget_parts(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
         return [] if self._forget is None else [self._forget, *self._kept]

@@ -28,7 +28,7 @@ class ForgetSet(Dataset[tuple[Tensor, Tensor, Tensor]]):
         ValueError: if the set is empty, shapes disagree, labels or targets are not 1-D integers, inputs are not
             finite floats, or a target is negative or equal to its label.
 
-    Example:
+    Examples:
         >>> forget = ForgetSet(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3]))
         >>> len(forget), forget.mode
         (4, 'misclassify')
@@ -63,7 +63,7 @@ class ForgetSet(Dataset[tuple[Tensor, Tensor, Tensor]]):
             ValueError: if ``indices`` is empty, has duplicates or points outside the dataset, plus the checks of
                 :class:`ForgetSet`.
 
-        Example:
+        Examples:
             >>> from torch.utils.data import TensorDataset
             >>> data = TensorDataset(torch.rand(10, 3), torch.arange(10) % 2)
             >>> ForgetSet.from_dataset(data, [1, 4]).labels.tolist()

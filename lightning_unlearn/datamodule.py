@@ -52,7 +52,7 @@ class ForgetRequestDataModule(L.LightningDataModule):
     Raises:
         ValueError: if ``batch_size`` or ``eval_batch_size`` is not positive.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> data = TensorDataset(torch.rand(10, 3), torch.arange(10) % 2)

@@ -43,7 +43,7 @@ class MASImportance:
         ValueError: if ``use`` is unknown, ``strength`` is negative, ``top_fraction`` is outside ``(0, 1]`` or
             ``chunk_size`` is not positive.
 
-    Example:
+    Examples:
         >>> imp = MASImportance(use="mask", top_fraction=0.5)
         >>> model = nn.Linear(3, 2)
         >>> scores = imp.normalize(imp.estimate_sum(model, torch.rand(5, 3)))

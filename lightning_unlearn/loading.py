@@ -18,7 +18,7 @@ def import_object(path: str) -> Any:
     Raises:
         ValueError: if the path cannot be imported, naming it.
 
-    Example:
+    Examples:
         >>> import_object("lightning_unlearn.models:small_cnn").__name__
         'small_cnn'
     """

@@ -59,7 +59,7 @@ class _ForgetCounts(Metric):
 class ForgetAccuracy(_ForgetCounts):
     """Share of forget instances still predicted as their original label; 0 once all are unlearned.
 
-    Example:
+    Examples:
         >>> metric = ForgetAccuracy()
         >>> metric.update(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 0]))
         >>> metric.compute()
@@ -77,7 +77,7 @@ class ForgetAccuracy(_ForgetCounts):
 class ForgetTargetAccuracy(_ForgetCounts):
     """Relabel mode: share of instances predicted as their target (``nan`` when no instance has a target).
 
-    Example:
+    Examples:
         >>> metric = ForgetTargetAccuracy()
         >>> metric.update(torch.tensor([3, 1, 2]), torch.tensor([0, 0, 0]), torch.tensor([3, 2, -1]))
         >>> metric.compute()
@@ -95,7 +95,7 @@ class ForgetTargetAccuracy(_ForgetCounts):
 class ForgetRemaining(_ForgetCounts):
     """Number of forget instances still to unlearn.
 
-    Example:
+    Examples:
         >>> metric = ForgetRemaining()
         >>> metric.update(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0]), torch.tensor([-1, 2, 2]))
         >>> metric.compute()
@@ -111,7 +111,7 @@ class ForgetRemaining(_ForgetCounts):
 class AnchorAgreement(Metric):
     """Share of adversarial anchors still given the label the pre-trained model gave them.
 
-    Example:
+    Examples:
         >>> metric = AnchorAgreement()
         >>> metric.update(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 0, 0]))
         >>> metric.compute()
@@ -148,7 +148,7 @@ class MIAEfficacy(Metric):
     ``"nonmember"`` (test data) and ``"forget"``; ``compute`` fits the attack on members vs non-members and returns the
     share of forget instances it calls non-member. Signals are concatenated across processes.
 
-    Example:
+    Examples:
         >>> metric = MIAEfficacy()
         >>> logits_members = torch.tensor([[8.0, 0.0]]).repeat(20, 1)
         >>> logits_others = torch.tensor([[0.5, 0.0]]).repeat(20, 1)
@@ -204,7 +204,7 @@ def mia_efficacy(
     Fits the attack on ``retain`` (members) vs ``test`` (non-members) and returns the share of ``forget`` it calls
     non-member. The model is evaluated in eval mode (each submodule's mode restored).
 
-    Example:
+    Examples:
         >>> from torch.utils.data import DataLoader, TensorDataset
         >>> model = nn.Linear(4, 2)
         >>> data = DataLoader(TensorDataset(torch.rand(16, 4), torch.randint(0, 2, (16,))), batch_size=8)

@@ -8,7 +8,7 @@ from torch import nn
 def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> nn.Sequential:
     """A three-convolution CNN with BatchNorm, sized for 8x8 to 32x32 images.
 
-    Example:
+    Examples:
         >>> import torch
         >>> small_cnn()(torch.rand(2, 1, 8, 8)).shape
         torch.Size([2, 10])

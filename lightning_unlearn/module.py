@@ -59,7 +59,7 @@ class UnlearningModule(L.LightningModule):
     Raises:
         ValueError: if an argument is outside its valid range or choices, or the classifier has no trainable parameter.
 
-    Example:
+    Examples:
         >>> classifier = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
         >>> module = UnlearningModule(classifier, num_classes=10)
         >>> module(torch.rand(2, 1, 8, 8)).shape
@@ -71,7 +71,7 @@ class UnlearningModule(L.LightningModule):
         classifier: nn.Module,
         num_classes: int,
         mode: Mode | None = None,
-        forget_loss: ForgetLossKind = "runner_up",
+        forget_loss: ForgetLossKind = "margin",
         margin: float = 0.0,
         forget_weight: float = 1.0,
         optimizer: Literal["adam", "sgd"] = "adam",
@@ -275,18 +275,21 @@ class UnlearningModule(L.LightningModule):
             self.eval_accuracy[name] = MulticlassAccuracy(num_classes=self.num_classes, average="micro").to(self.device)
         return self.eval_accuracy[name]  # type: ignore[return-value]
 
-    def measure_eval_accuracy(self) -> dict[str, float]:
-        """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
+    def load_eval_data(self) -> Any:
+        """The evaluation dataloaders of the running ``fit`` (``trainer.val_dataloaders``), loaded now if Lightning
+        would load them only at the first validation (it does so lazily when the first epoch does not validate).
+        """
         trainer = self.trainer
-        loaders = trainer.val_dataloaders
         val_loop = trainer.fit_loop.epoch_loop.val_loop
-        if loaders is None and trainer.training and val_loop._data_source.is_defined():
-            # Lightning loads evaluation data lazily when the first epoch does not validate: load it now, as the fit
-            # loop itself does at its start.
-            trainer.validating = True
+        if trainer.val_dataloaders is None and trainer.training and val_loop._data_source.is_defined():
+            trainer.validating = True  # as the fit loop itself does at its start
             val_loop.setup_data()
             trainer.training = True
-            loaders = trainer.val_dataloaders
+        return trainer.val_dataloaders
+
+    def measure_eval_accuracy(self) -> dict[str, float]:
+        """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
+        loaders = self.load_eval_data()
         if loaders is None:
             return {}
         if isinstance(loaders, dict):

@@ -28,7 +28,7 @@ RECEIPT_VERSION = 1
 def instance_hash(x: Tensor, label: int) -> str:
     """SHA-256 of one instance: its input as contiguous float32 CPU bytes, then its label as 8 little-endian bytes.
 
-    Example:
+    Examples:
         >>> instance_hash(torch.zeros(2), 3)[:16]
         '96fb5e4a2704b410'
     """
@@ -40,7 +40,7 @@ def instance_hash(x: Tensor, label: int) -> str:
 def model_hash(model: nn.Module | Mapping[str, Tensor]) -> str:
     """SHA-256 of a model's state dict (names and float32 CPU bytes, in name order), buffers included.
 
-    Example:
+    Examples:
         >>> model_hash(nn.Linear(2, 2)) == model_hash(nn.Linear(2, 2))  # different random weights
         False
     """

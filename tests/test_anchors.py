@@ -36,7 +36,8 @@ def _norms(pool: AnchorPool, x: Tensor, norm: str = "l2") -> Tensor:
 
 
 def _generate(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0, **kwargs: object) -> AnchorPool:
-    anchors = PGDAnchors(per_instance=PER_INSTANCE, **kwargs)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"eps": 1.0, "steps": 20, **kwargs}  # one radius unless a test asks for several
+    anchors = PGDAnchors(per_instance=PER_INSTANCE, **settings)  # type: ignore[arg-type]
     return anchors.generate(model, x, y, num_classes=10, generator=torch.Generator().manual_seed(seed))
 
 
@@ -51,7 +52,6 @@ def _generate(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0, **kwargs: o
         ({"eps": 0.0}, "`eps` must be > 0 (or a non-empty sequence of such values), got 0.0."),
         ({"eps": ()}, "`eps` must be > 0 (or a non-empty sequence of such values), got ()."),
         ({"eps": (1.0, -0.5)}, "`eps` must be > 0 (or a non-empty sequence of such values), got (1.0, -0.5)."),
-        ({"eps": (0.5, 1.0, 2.0), "per_instance": 2}, "`per_instance` must be >= the number of eps values (3), got 2."),
         ({"steps": 0}, "`steps` must be > 0, got 0."),
         ({"per_instance": -2}, "`per_instance` must be > 0, got -2."),
         ({"batch_size": 0}, "`batch_size` must be > 0, got 0."),
@@ -68,9 +68,9 @@ def test_argument_errors(kwargs: dict[str, object], message: str) -> None:
 
 def test_defaults() -> None:
     anchors = PGDAnchors(backend="builtin")
-    assert (anchors.norm, anchors.eps, anchors.steps, anchors.per_instance) == ("l2", 1.0, 20, 20)
-    assert (anchors.label, anchors.loss, anchors.weight, anchors.batch_size) == ("prediction", "kl", 1.0, 256)
-    assert anchors.eps_values == (1.0,)
+    assert (anchors.norm, anchors.eps, anchors.steps, anchors.per_instance) == ("l2", (0.5, 1.0, 2.0), 10, 21)
+    assert (anchors.label, anchors.loss, anchors.weight, anchors.batch_size) == ("prediction", "kl", 10.0, 256)
+    assert anchors.eps_values == (0.5, 1.0, 2.0) and anchors.step_size is None
     assert PGDAnchors(eps=2.0, step_size=0.1).step_size == 0.1
     several = PGDAnchors(eps=[0.5, 1.0], per_instance=4)
     assert several.eps == several.eps_values == (0.5, 1.0)
@@ -89,12 +89,12 @@ def test_several_radii(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 6)
     pool = _generate(digits_cnn, x, y, eps=(0.25, 1.0), steps=10, backend="builtin")  # 2 + 2 anchors per instance
     assert len(pool) == PER_INSTANCE * 6
-    # one block per radius, each with every instance repeated per_instance / 2 times
-    near = (pool.inputs[:12] - x.repeat_interleave(2, dim=0)).flatten(1).norm(dim=1)
-    far = (pool.inputs[12:] - x.repeat_interleave(2, dim=0)).flatten(1).norm(dim=1)
+    # instance-major: each instance's 4 anchors are 2 at the first radius, then 2 at the second
+    norms = (pool.inputs - x.repeat_interleave(PER_INSTANCE, dim=0)).flatten(1).norm(dim=1).view(6, PER_INSTANCE)
+    near, far = norms[:, :2], norms[:, 2:]
     assert bool((near <= 0.25 + 1e-5).all()) and bool((far <= 1.0 + 1e-5).all())
     assert float(far.mean()) > 2 * float(near.mean())
-    assert bool((pool.attack_targets != torch.cat([y.repeat_interleave(2)] * 2)).all())
+    assert bool((pool.attack_targets != y.repeat_interleave(PER_INSTANCE)).all())
 
 
 def test_torchattacks_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from lightning_unlearn.functional.pgd import eval_mode
 def predict(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
     """Logits of ``model`` on ``inputs`` in eval mode (each submodule's mode restored), in chunks.
 
-    Example:
+    Examples:
         >>> predict(nn.Linear(3, 2), torch.rand(5, 3)).shape
         torch.Size([5, 2])
     """
@@ -24,7 +24,7 @@ def predict(model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 1024) -> float:
     """Share of ``inputs`` that ``model`` predicts as ``labels`` (``nan`` for an empty set).
 
-    Example:
+    Examples:
         >>> model = nn.Linear(2, 2, bias=False)
         >>> with torch.no_grad():
         ...     _ = model.weight.copy_(torch.eye(2))

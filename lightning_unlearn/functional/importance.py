@@ -33,7 +33,7 @@ def mas_importance_sum(
     Returns:
         ``{parameter name: tensor shaped like the parameter}``, in float32.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(3, 2)
         >>> sums = mas_importance_sum(model, torch.ones(4, 3))
         >>> sorted(sums), tuple(sums["weight"].shape)
@@ -75,7 +75,7 @@ def mas_importance_sum(
 def normalize_importance(importance: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Min-max normalise each tensor to ``[0, 1]`` (a constant tensor becomes all zeros).
 
-    Example:
+    Examples:
         >>> normalize_importance({"w": torch.tensor([1.0, 3.0, 2.0])})["w"].tolist()
         [0.0, 1.0, 0.5]
     """
@@ -101,7 +101,7 @@ def importance_penalty(
         importance: normalised importance in ``[0, 1]`` by name (1 = most important for the forget set, free to move).
         strength: the penalty's ``lambda``.
 
-    Example:
+    Examples:
         >>> p = {"w": torch.tensor([1.0, 1.0])}
         >>> ref = {"w": torch.tensor([0.0, 0.0])}
         >>> importance_penalty(p, ref, {"w": torch.tensor([1.0, 0.0])}, strength=2.0).item()
@@ -124,7 +124,7 @@ def gradient_mask(importance: Mapping[str, Tensor], top_fraction: float | None =
     Raises:
         ValueError: if ``top_fraction`` is not in ``(0, 1]``.
 
-    Example:
+    Examples:
         >>> gradient_mask({"w": torch.tensor([0.1, 0.9, 0.5, 0.0])}, top_fraction=0.5)["w"].tolist()
         [0.0, 1.0, 1.0, 0.0]
     """

@@ -31,7 +31,7 @@ def is_unlearned(logits: Tensor, labels: Tensor, targets: Tensor | None = None) 
     Returns:
         A ``[B]`` boolean tensor.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
         >>> is_unlearned(logits, torch.tensor([0, 0])).tolist()
         [False, True]
@@ -49,7 +49,7 @@ def is_unlearned(logits: Tensor, labels: Tensor, targets: Tensor | None = None) 
 def runner_up_classes(logits: Tensor, labels: Tensor) -> Tensor:
     """The highest-scoring class other than ``labels``: the nearest class to move an instance to.
 
-    Example:
+    Examples:
         >>> runner_up_classes(torch.tensor([[2.0, 1.0, 3.0]]), torch.tensor([2])).tolist()
         [0]
     """
@@ -91,7 +91,7 @@ def forget_loss(
     Raises:
         ValueError: if ``kind`` is unknown or ``margin`` is negative.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]], requires_grad=True)
         >>> loss = forget_loss(logits, torch.tensor([0, 0]))
         >>> round(loss.item(), 4)  # only the first instance still remembered: CE toward class 1, halved
@@ -155,7 +155,7 @@ def anchor_loss(logits: Tensor, reference: Tensor, kind: AnchorLossKind = "ce") 
     Raises:
         ValueError: if ``kind`` is unknown or ``reference`` has the wrong shape for it.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
         >>> round(anchor_loss(logits, torch.tensor([0, 1])).item(), 4)
         0.1269

@@ -28,7 +28,7 @@ def forget_accuracy(preds: Tensor, labels: Tensor) -> Tensor:
     Returns:
         A scalar float tensor (``nan`` for an empty batch).
 
-    Example:
+    Examples:
         >>> forget_accuracy(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 0]))
         tensor(0.5000)
     """
@@ -42,7 +42,7 @@ def forget_accuracy(preds: Tensor, labels: Tensor) -> Tensor:
 def target_accuracy(preds: Tensor, targets: Tensor) -> Tensor:
     """Share of relabelled instances predicted as their target; instances with target ``-1`` are ignored.
 
-    Example:
+    Examples:
         >>> target_accuracy(torch.tensor([3, 1, 2]), torch.tensor([3, 2, -1]))
         tensor(0.5000)
     """
@@ -57,7 +57,7 @@ def target_accuracy(preds: Tensor, targets: Tensor) -> Tensor:
 def remaining(preds: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
     """How many instances are still to unlearn: predicted as their label, or (relabel mode) not yet as their target.
 
-    Example:
+    Examples:
         >>> remaining(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 0]), torch.tensor([-1, 2, 2]))
         tensor(2)
     """
@@ -72,7 +72,7 @@ def remaining(preds: Tensor, labels: Tensor, targets: Tensor | None = None) -> T
 def agreement(preds: Tensor, reference: Tensor) -> Tensor:
     """Share of predictions equal to a reference labelling (anchor agreement: the pre-trained model's labels).
 
-    Example:
+    Examples:
         >>> agreement(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 0, 0]))
         tensor(0.7500)
     """

@@ -19,7 +19,7 @@ from torch import Tensor
 def membership_signals(logits: Tensor, labels: Tensor) -> Tensor:
     """``[B, 3]`` features per instance: probability of the label, entropy of the prediction, cross-entropy loss.
 
-    Example:
+    Examples:
         >>> membership_signals(torch.tensor([[10.0, 0.0]]), torch.tensor([0])).round(decimals=3).tolist()
         [[1.0, 0.0, 0.0]]
     """
@@ -60,7 +60,7 @@ def fit_membership_attack(
     Raises:
         ValueError: if either set is empty or the feature counts differ.
 
-    Example:
+    Examples:
         >>> members = torch.tensor([[0.9, 0.1, 0.1]]).repeat(20, 1)
         >>> others = torch.tensor([[0.5, 0.9, 0.7]]).repeat(20, 1)
         >>> attack = fit_membership_attack(members, others)

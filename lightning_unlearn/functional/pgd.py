@@ -22,7 +22,7 @@ NORMS: tuple[str, ...] = ("l2", "linf")
 def other_classes(labels: Tensor, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
     """Draw, for each label, a class uniformly from the ``num_classes - 1`` other classes.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> labels = torch.zeros(1000, dtype=torch.long)
         >>> drawn = other_classes(labels, 3, g)
@@ -80,7 +80,7 @@ def targeted_pgd(
     Raises:
         ValueError: if ``norm`` is unknown or ``eps``, ``step_size`` or ``steps`` is not positive.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(2, 2)
         >>> x = torch.zeros(4, 2) + 0.5
         >>> adv = targeted_pgd(model, x, torch.ones(4, dtype=torch.long), eps=0.1, step_size=0.05, steps=5)

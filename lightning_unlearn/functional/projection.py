@@ -16,7 +16,7 @@ def project_conflicting(forget: Tensor, protect: Tensor) -> Tensor:
 
     Both are flat gradient vectors.
 
-    Example:
+    Examples:
         >>> project_conflicting(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 1.0])).tolist()
         [1.0, 0.0]
         >>> project_conflicting(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0])).tolist()
@@ -40,7 +40,7 @@ def linear_surrogate(params: Sequence[Tensor], gradient: Tensor) -> Tensor:
     Returning it from a ``training_step`` lets the framework's backward (precision plugins, accumulation, DDP) apply a
     gradient that was computed by hand.
 
-    Example:
+    Examples:
         >>> p = torch.tensor([1.0, 2.0], requires_grad=True)
         >>> linear_surrogate([p], torch.tensor([3.0, -1.0])).backward()
         >>> p.grad.tolist()
