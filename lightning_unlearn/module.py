@@ -42,7 +42,7 @@ class UnlearningModule(L.LightningModule):
             logits.
         num_classes: ``C``, at least 2.
         mode: ``"misclassify"``, ``"relabel"`` or ``None`` to follow the batches (targets of ``-1`` mean misclassify).
-        forget_loss: ``"runner_up"``, ``"margin"`` or ``"neg_ce"``
+        forget_loss: ``"margin"`` (default), ``"runner_up"``, ``"neg_ce"`` or ``"random_label"``
             (see :func:`~lightning_unlearn.functional.forget_loss`).
         margin: how far past the decision boundary an instance is pushed before it stops contributing.
         forget_weight: weight of the forget loss.
@@ -120,6 +120,7 @@ class UnlearningModule(L.LightningModule):
         self.batchnorm = batchnorm
         self.project_gradients = project_gradients
         self._loss_terms: dict[str, LossTerm] = {}
+        self._label_generator = torch.Generator().manual_seed(0)
         self.forget_metrics = MetricCollection(
             {"acc": ForgetAccuracy(), "target_acc": ForgetTargetAccuracy(), "remaining": ForgetRemaining()},
             prefix="forget/",
@@ -137,6 +138,7 @@ class UnlearningModule(L.LightningModule):
         is restored at the end of ``fit``.
         """
         self._modes_before_fit = [(m, m.training) for m in self.classifier.modules()]
+        self._label_generator.manual_seed(torch.initial_seed() % (2**31) + self.global_rank)
         self.classifier.train()
 
     def on_fit_end(self) -> None:
@@ -195,7 +197,9 @@ class UnlearningModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, t = self.split_batch(batch)
         logits = self(x)
-        forget = self.forget_weight * forget_loss(logits, y, t, kind=self.forget_loss_kind, margin=self.margin)
+        forget = self.forget_weight * forget_loss(
+            logits, y, t, kind=self.forget_loss_kind, margin=self.margin, generator=self._label_generator
+        )
         self.log("train/forget_loss", forget.detach(), batch_size=x.shape[0])
         protect: Tensor | None = None
         for name, term in self._loss_terms.items():

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ForgetLossKind = Literal["runner_up", "margin", "neg_ce"]
+ForgetLossKind = Literal["runner_up", "margin", "neg_ce", "random_label"]
 AnchorLossKind = Literal["ce", "kl"]
 
-FORGET_LOSS_KINDS: tuple[str, ...] = ("runner_up", "margin", "neg_ce")
+FORGET_LOSS_KINDS: tuple[str, ...] = ("runner_up", "margin", "neg_ce", "random_label")
 ANCHOR_LOSS_KINDS: tuple[str, ...] = ("ce", "kl")
 
 
@@ -64,6 +64,7 @@ def forget_loss(
     targets: Tensor | None = None,
     kind: ForgetLossKind = "runner_up",
     margin: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """The loss that unlearns a batch, summed over instances that are not yet unlearned and divided by the batch size.
 
@@ -72,7 +73,9 @@ def forget_loss(
     - ``"runner_up"``: cross-entropy toward the runner-up class (the smallest move away from the label);
     - ``"margin"``: hinge ``relu(z_label - max_{j != label} z_j + margin)``;
     - ``"neg_ce"``: negative cross-entropy on the label (the reference code's loss; bounded here by skipping instances
-      that are already unlearned).
+      that are already unlearned);
+    - ``"random_label"``: cross-entropy toward a class drawn uniformly from the other classes at every call (the
+      random-label fine-tuning baseline; Golatkar et al., 2020; Fan et al., 2024).
 
     Relabel mode: cross-entropy toward the target for every kind (``"margin"`` uses the hinge
     ``relu(max_{j != target} z_j - z_target + margin)``).
@@ -84,6 +87,7 @@ def forget_loss(
         kind: one of ``"runner_up"``, ``"margin"``, ``"neg_ce"``.
         margin: the hinge margin of ``kind="margin"``; also keeps pushing the other kinds until an instance is
             ``margin`` past the decision boundary.
+        generator: CPU generator of ``kind="random_label"``'s draws.
 
     Returns:
         A scalar tensor (zero, with a graph, when every instance is unlearned).
@@ -111,6 +115,10 @@ def forget_loss(
     goal = torch.where(relabel, safe_targets, runner_up)
     if kind == "margin":
         per_instance = _margin_hinge(logits, labels, safe_targets, relabel, margin)
+    elif kind == "random_label":
+        shift = torch.randint(1, logits.shape[1], labels.shape, generator=generator).to(labels.device)
+        random = torch.where(relabel, safe_targets, (labels + shift) % logits.shape[1])
+        per_instance = F.cross_entropy(logits, random, reduction="none")
     elif kind == "runner_up":
         per_instance = F.cross_entropy(logits, goal, reduction="none")
     else:
