@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
+from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import load_digits_split
 from lightning_unlearn.pretrain import pretrained_digits_cnn
 
@@ -94,7 +94,10 @@ def main() -> None:
 
     L.seed_everything(args.seed, verbose=False)
     unlearning = InstanceUnlearning(
-        anchors=PGDAnchors(per_instance=args.per_instance, steps=args.pgd_steps, backend="builtin"),
+        anchors=PGDAnchors(
+            eps=1.0, per_instance=args.per_instance, steps=args.pgd_steps, weight=1.0, backend="builtin"
+        ),
+        importance=MASImportance(),
         max_steps=args.max_steps,
         seed=args.seed,
     )

@@ -91,7 +91,10 @@ def run_request(
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
     unlearning = InstanceUnlearning(
-        anchors=PGDAnchors(per_instance=4, steps=5, backend="builtin"), max_steps=MAX_STEPS, seed=seed
+        anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin"),
+        importance=MASImportance(),
+        max_steps=MAX_STEPS,
+        seed=seed,
     )
     kwargs = quiet_trainer_kwargs()
     kwargs.update(devices=devices, strategy="ddp_fork" if devices > 1 else "auto", precision=precision)
@@ -183,9 +186,9 @@ def test_two_processes_match_one_process(runs_k16: dict[str, Any]) -> None:
     assert one["forget_acc"] == two["forget_acc"] == 0.0
     assert abs(one["test_acc"] - two["test_acc"]) <= TEST_ACC_TOLERANCE, (one["test_acc"], two["test_acc"])
     # same data, same effective batch (DDP averages the two half-batches); the anchors differ (seeded per rank), so
-    # the step counts are close but not equal
+    # the step counts are of the same order but not equal
     steps_one, steps_two = one["records"][0]["summary"]["steps"], two["records"][0]["summary"]["steps"]
-    assert 0.5 <= steps_two / steps_one <= 2.0, (steps_one, steps_two)
+    assert 1 / 3 <= steps_two / steps_one <= 3.0, (steps_one, steps_two)
 
 
 # --------------------------------------------------------------------------------------------------- small / uneven k

@@ -35,7 +35,10 @@ def _bn_state(model: nn.Module) -> dict[str, Tensor]:
         ({"num_classes": True}, "`num_classes` must be an integer >= 2, got True."),
         ({"num_classes": 10.0}, "`num_classes` must be an integer >= 2, got 10.0."),
         ({"mode": "forget"}, "`mode` must be one of ('misclassify', 'relabel') or None, got 'forget'."),
-        ({"forget_loss": "ce"}, "`forget_loss` must be one of ('runner_up', 'margin', 'neg_ce'), got 'ce'."),
+        (
+            {"forget_loss": "ce"},
+            "`forget_loss` must be one of ('runner_up', 'margin', 'neg_ce', 'random_label'), got 'ce'.",
+        ),
         ({"optimizer": "rmsprop"}, "`optimizer` must be one of ('adam', 'sgd'), got 'rmsprop'."),
         ({"batchnorm": "frozen"}, "`batchnorm` must be one of ('eval', 'train'), got 'frozen'."),
         ({"lr": 0.0}, "`lr` must be > 0, got 0.0."),
@@ -161,7 +164,7 @@ def test_loss_terms_and_training_step(digits: Split, digits_cnn: nn.Module) -> N
     assert module.loss_terms == ("constant",)
     module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
     loss = module.training_step((x, y, torch.full_like(y, -1)), 0)
-    expected = 2.0 * forget_loss(digits_cnn(x), y) + 0.75
+    expected = 2.0 * forget_loss(digits_cnn(x), y, kind="margin") + 0.75
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     module.remove_loss_term("constant")
     module.remove_loss_term("absent")
@@ -175,7 +178,7 @@ def test_constant_loss_term_with_projection(digits: Split, digits_cnn: nn.Module
     module.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer attached
     module.training_step((x, y), 0).backward()
     # a constant adds nothing to the gradient: the forget gradient alone
-    expected = torch.autograd.grad(forget_loss(digits_cnn(x), y), list(digits_cnn.parameters()))
+    expected = torch.autograd.grad(forget_loss(digits_cnn(x), y, kind="margin"), list(digits_cnn.parameters()))
     for p, g in zip(digits_cnn.parameters(), expected):
         torch.testing.assert_close(p.grad, g)
 

@@ -121,7 +121,8 @@ def test_forget_loss_empty_batch() -> None:
 
 def test_forget_loss_errors() -> None:
     with pytest.raises(
-        ValueError, match=re.escape("`kind` must be one of ('runner_up', 'margin', 'neg_ce'), got 'ce'.")
+        ValueError,
+        match=re.escape("`kind` must be one of ('runner_up', 'margin', 'neg_ce', 'random_label'), got 'ce'."),
     ):
         forget_loss(_logits(), torch.tensor(LABELS), kind="ce")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=re.escape("`margin` must be >= 0, got -0.5.")):

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
+from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import load_digits_split
 from lightning_unlearn.pretrain import pretrained_digits_cnn
 from lightning_unlearn.receipts import model_hash
@@ -43,7 +43,8 @@ def main() -> None:
     classifier = pretrained_digits_cnn()
     index = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(3))[:12]
     forget = ForgetSet(split.x_train[index], split.y_train[index])
-    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=4, steps=5), max_steps=400, seed=0)
+    anchors = PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0)
+    callback = InstanceUnlearning(anchors=anchors, importance=MASImportance(), max_steps=400, seed=0)
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=10, save_last=True, save_top_k=0)
     trainer = L.Trainer(
         max_epochs=-1,
