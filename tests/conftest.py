@@ -35,6 +35,31 @@ def forget_indices(n: int, k: int, seed: int = 0) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
 
 
+# variables a distributed launcher may have left in the environment: a child must start as a fresh launch
+DDP_ENV = {
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GLOBAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "PL_GLOBAL_SEED",
+    "PL_TRAINER_GPUS",
+}
+
+
+def fresh_launch_env() -> dict[str, str]:
+    """The environment without :data:`DDP_ENV`, with the repository on ``PYTHONPATH``, for script subprocesses."""
+    import os
+    from pathlib import Path
+
+    env = {key: value for key, value in os.environ.items() if key not in DDP_ENV}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
 def quiet_trainer_kwargs() -> dict[str, object]:
     return {
         "logger": False,

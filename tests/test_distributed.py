@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import Split
-from tests.conftest import forget_indices, quiet_trainer_kwargs
+from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
 
 torch.set_num_threads(1)
 
@@ -286,7 +285,7 @@ def test_bf16_mixed_on_cpu_with_two_processes(tmp_path: Path, digits_cnn: nn.Mod
 # --------------------------------------------------------------------------------------------------- strategy="ddp"
 def test_ddp_script_in_a_subprocess_writes_one_report(tmp_path: Path, _pretrained_digits: nn.Module) -> None:
     """``strategy="ddp"`` the way users launch it: Lightning re-runs the script for rank 1; only rank 0 reports."""
-    env = {key: value for key, value in os.environ.items() if key not in _DDP_ENV}
+    env = fresh_launch_env()
     command = [sys.executable, str(REPO / "benchmarks" / "ddp_request.py"), "--devices", "2", "--k", "4"]
     command += ["--max-steps", str(MAX_STEPS), "--out", str(tmp_path / "out")]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
@@ -303,17 +302,3 @@ def test_ddp_script_in_a_subprocess_writes_one_report(tmp_path: Path, _pretraine
     assert report["after"]["forget_acc"] == 0.0
     assert output.count("instances unlearned in") == 1  # rank_zero_info: printed once, not once per rank
     assert output.count("ddp_request: world_size=2") == 1
-
-
-_DDP_ENV = {
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GLOBAL_RANK",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "PL_GLOBAL_SEED",
-    "PL_SEED_WORKERS",
-}

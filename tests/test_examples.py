@@ -6,7 +6,6 @@ fixture, so the subprocesses only load it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,27 +13,14 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from tests.conftest import fresh_launch_env
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
-# variables a distributed launcher may have left in the environment: a child must start as a fresh launch
-_DDP_ENV = {
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "LOCAL_RANK",
-    "NODE_RANK",
-    "GLOBAL_RANK",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "PL_GLOBAL_SEED",
-    "PL_TRAINER_GPUS",
-}
-
 
 def _run(script: str, *args: str, cwd: Path, timeout: int = 180) -> str:
-    env = {key: value for key, value in os.environ.items() if key not in _DDP_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = fresh_launch_env()
     command = [sys.executable, str(EXAMPLES / script), "--smoke", *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr

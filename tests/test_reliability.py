@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
 from lightning_unlearn.cli import main as cli_main
 from lightning_unlearn.receipts import model_hash, read_receipt, write_receipt
-from tests.conftest import forget_indices, quiet_trainer_kwargs
+from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
 
 SCRIPT = Path(__file__).parent / "scripts" / "resumable_request.py"
 
 
 def _run_script(out: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = fresh_launch_env()
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), str(out), *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
