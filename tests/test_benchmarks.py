@@ -1,0 +1,35 @@
+"""The benchmark entry point runs on its smallest setting and writes the documented schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import fresh_launch_env
+
+REPO = Path(__file__).resolve().parents[1]
+ROW_KEYS = {
+    "method", "k", "seed", "steps", "seconds", "unlearned", "setup_seconds", "forget_acc", "target_acc",
+    "retain_acc", "test_acc", "mia_efficacy", "pretrained_test_acc",
+}  # fmt: skip
+
+
+def test_digits_benchmark_quick_run_writes_rows_and_table(tmp_path: Path, _pretrained_digits) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "unlearn_digits.py"), "--quick", "--out", str(out)]
+    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    data = json.loads(out.read_text())
+    assert {"rows", "machine"} <= set(data)
+    assert {(r["method"], r["k"]) for r in data["rows"]} == {("neg_grad", 4), ("default", 4)}
+    for row in data["rows"]:
+        assert set(row) == ROW_KEYS
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["steps"] >= 1
+    assert "| method | k | runs | all unlearned |" in done.stdout
+    report = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "report.py"), str(out)],
+        env=fresh_launch_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert report.returncode == 0 and report.stdout.count("\n| default | 4 |") == 1
