@@ -219,3 +219,39 @@ def test_inputs_outside_the_anchor_range_are_refused_before_any_change(digits, d
     with pytest.raises(ValueError, match=r"forget inputs span \[0, 1\], outside `input_range`=\(0.0, 0.5\)"):
         trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=4))
     assert model_hash(digits_cnn) == before
+
+
+@pytest.mark.parametrize("strategy", ["FSDPStrategy", "DeepSpeedStrategy"])
+def test_sharded_strategies_are_refused_at_setup(digits_cnn, strategy: str) -> None:
+    fake = type(strategy, (), {})()
+    trainer = type("T", (), {"strategy": fake})()
+    message = f"InstanceUnlearning does not support strategy {strategy}; use a data-parallel strategy ('ddp',"
+    with pytest.raises(ValueError, match=__import__("re").escape(message)):
+        InstanceUnlearning().setup(trainer, UnlearningModule(digits_cnn, num_classes=10), "fit")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda m: UnlearningModule(m, num_classes=1), "`num_classes` must be an integer >= 2, got 1."),
+        (lambda m: ForgetSet(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), "at least one instance"),
+        (lambda m: ForgetSet(torch.rand(2, 1, 8, 8), torch.tensor([0.0, 1.0])), "`labels` must be an integer tensor"),
+        (lambda m: ForgetSet(torch.rand(2, 1, 8, 8), torch.tensor([[0, 1]])), "`labels` must be 1-D ([k])"),
+        (lambda m: ForgetSet(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), torch.tensor([0, 2])), "must differ"),
+        (lambda m: ForgetSet(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), torch.tensor([1])), "one entry per input"),
+        (lambda m: ForgetSet(torch.full((2, 1, 8, 8), float("nan")), torch.tensor([0, 1])), "must be finite"),
+        (lambda m: PGDAnchors(eps=0.0), "`eps` must be > 0"),
+        (lambda m: PGDAnchors(steps=0), "`steps` must be > 0, got 0."),
+        (lambda m: PGDAnchors(per_instance=-1), "`per_instance` must be > 0, got -1."),
+        (lambda m: PGDAnchors(step_size=0.0), "`step_size` must be > 0 or None, got 0.0."),
+        (lambda m: __import__("lightning_unlearn").MASImportance(strength=-1.0), "`strength` must be >= 0, got -1.0."),
+        (lambda m: __import__("lightning_unlearn").MASImportance(top_fraction=1.5), "`top_fraction` must be in (0, 1]"),
+        (lambda m: UnlearningModule(m.requires_grad_(False), num_classes=10), "has no trainable parameters"),
+    ],
+)
+def test_bad_arguments_raise_before_anything_changes(digits_cnn, build, message) -> None:
+    before = model_hash(digits_cnn)
+    with pytest.raises(ValueError, match=__import__("re").escape(message)):
+        build(digits_cnn)
+    digits_cnn.requires_grad_(True)
+    assert model_hash(digits_cnn) == before
