@@ -470,7 +470,7 @@ class InstanceUnlearning(Callback):
                 f"Unlearning stalled at {self._remaining} remembered instances for {self.stall_patience} steps:"
                 f" anchor weight scaled to {self._anchor_scale:g}."
             )
-        if self._pool is not None:
+        if self._pool is not None and pl_module.logging_step():
             pl_module.log("train/anchor_scale", self._anchor_scale, on_step=True, on_epoch=False, batch_size=1)
 
     def _forget_parts(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
