@@ -2,8 +2,8 @@
 
 | logged name | meaning | when |
 |---|---|---|
-| ``forget/acc`` | share of forget instances still predicted as their original label (goal: 0) | stop checks on logging steps (`log_every_n_steps`) |
-| ``forget/target_acc`` | relabel mode: share predicted as their target (goal: 1) | stop checks on logging steps (`log_every_n_steps`) |
+| ``forget/acc`` | share of forget instances still predicted as their original label (goal: 0) | logging steps |
+| ``forget/target_acc`` | relabel mode: share predicted as their target (goal: 1) | logging steps |
 | ``forget/remaining`` | instances still to unlearn | every stop check |
 | ``anchor/agreement`` | share of anchors still given the pre-trained model's label | every validation epoch |
 | ``{name}/acc`` | accuracy on the evaluation set ``name`` (e.g. ``retain``, ``test``) | every validation epoch |
