@@ -231,7 +231,7 @@ class UnlearningModule(L.LightningModule):
         """PCGrad: drop from the forget gradient its component against the plugins' (protective) gradient."""
         params = [p for p in self.classifier.parameters() if p.requires_grad]
         g_forget = flat_gradient(forget, params, retain_graph=True)
-        g_protect = flat_gradient(protect, params, retain_graph=True)
+        g_protect = flat_gradient(protect, params)
         return linear_surrogate(params, project_conflicting(g_forget, g_protect) + g_protect)
 
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
