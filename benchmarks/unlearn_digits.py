@@ -5,9 +5,11 @@ Prints a markdown table (mean over seeds, and per run with --per-run) and writes
     python benchmarks/unlearn_digits.py                       # k = 8, 32, 128; seeds 0, 1, 2; all methods
     python benchmarks/unlearn_digits.py --quick               # smoke run (seconds): k = 4, one seed, two methods
 
-Methods: negative gradient alone, + anchors, + anchors + importance penalty (the package default), + anchors +
-importance mask, the default in relabel mode, the same computation as a plain PyTorch loop (to time Lightning's
-overhead), and retraining from scratch without the forget set (the reference).
+Methods: negative gradient alone; the reference code's recipe; the baselines of ``lightning_unlearn.baselines``
+(random labels, SalUn, l1-sparse and, using retained data, fine-tuning on it and negative gradient plus a retained
+loss); the package default (anchors, no importance), + importance penalty, + importance mask, the default in relabel
+mode; the default computation as a plain PyTorch loop (to time Lightning's overhead); and retraining from scratch
+without the forget set (the reference).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
+from lightning_unlearn.baselines import L1Sparse, RetainLoss, SaliencyMask
 from lightning_unlearn.datasets import Split, load_digits_split
 from lightning_unlearn.functional import forget_loss
 from lightning_unlearn.functional.evaluation import accuracy
@@ -37,10 +40,10 @@ from lightning_unlearn.pretrain import pretrained_digits_cnn, train_classifier
 MAX_STEPS = 2000
 
 
-def _trainer(callback: InstanceUnlearning) -> L.Trainer:
+def _trainer(callback: InstanceUnlearning, *extra: L.Callback) -> L.Trainer:
     return L.Trainer(
         max_epochs=-1,
-        callbacks=[callback],
+        callbacks=[callback, *extra],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -58,6 +61,7 @@ def lightning_request(
     module_kwargs: dict[str, Any],
     seed: int,
     callback_kwargs: dict[str, Any] | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
 ) -> dict[str, Any]:
     callback = InstanceUnlearning(
         anchors=anchors,  # type: ignore[arg-type]
@@ -68,7 +72,7 @@ def lightning_request(
     )
     module = UnlearningModule(classifier, num_classes=10, **module_kwargs)
     started = time.perf_counter()
-    _trainer(callback).fit(module, DataLoader(forget, batch_size=len(forget)))
+    _trainer(callback, *(extra_callbacks or [])).fit(module, DataLoader(forget, batch_size=len(forget)))
     seconds = time.perf_counter() - started
     summary = callback.summary
     assert summary is not None
@@ -151,6 +155,41 @@ METHODS: dict[str, dict[str, Any]] = {
         "callback": {"restore_on_failure": False},  # show the damage even when it does not finish
     },
     "reference": REFERENCE_RECIPE,
+    # baselines of lightning_unlearn.baselines; the forget-only ones first, then two that also use retained data
+    "random_label": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_loss": "random_label", "project_gradients": False},
+        "callback": {"restore_on_failure": False},
+    },
+    "salun": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_loss": "random_label", "project_gradients": False},
+        "callback": {"restore_on_failure": False},
+        "extra": lambda retain: [SaliencyMask(fraction=0.5)],
+    },
+    "l1_sparse": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_loss": "neg_ce", "project_gradients": False},
+        "callback": {"restore_on_failure": False},
+        "extra": lambda retain: [L1Sparse(strength=5e-4)],
+    },
+    "retain_finetune": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_weight": 0.0, "project_gradients": False},
+        "callback": {"restore_on_failure": False},
+        "extra": lambda retain: [RetainLoss(retain)],
+    },
+    "neg_grad+retain": {
+        "anchors": None,
+        "importance": None,
+        "module": {"forget_loss": "neg_ce", "project_gradients": False},
+        "callback": {"restore_on_failure": False},
+        "extra": lambda retain: [RetainLoss(retain)],
+    },
     "default": {"anchors": "default", "importance": None, "module": {}},
     "default+penalty": {"anchors": "default", "importance": MASImportance(use="penalty"), "module": {}},
     "default+mask": {"anchors": "default", "importance": MASImportance(use="mask"), "module": {}},
@@ -160,7 +199,7 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(ks: list[int], seeds: list[int], methods: list[str]) -> list[dict[str, Any]]:
+def run(ks: list[int], seeds: list[int], methods: list[str], repeats: int = 1) -> list[dict[str, Any]]:
     split = load_digits_split()
     base = pretrained_digits_cnn()
     pre = {"test": accuracy(base, split.x_test, split.y_test)}
@@ -171,7 +210,7 @@ def run(ks: list[int], seeds: list[int], methods: list[str]) -> list[dict[str, A
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
             f_idx, r_idx = perm[:k], perm[k:]
             x_f, y_f = split.x_train[f_idx], split.y_train[f_idx]
-            for method in methods:
+            for method in [m for _ in range(repeats) for m in methods]:  # repeats interleaved (timing noise)
                 L.seed_everything(seed, verbose=False)
                 spec = METHODS[method]
                 model = copy.deepcopy(base)
@@ -183,8 +222,22 @@ def run(ks: list[int], seeds: list[int], methods: list[str]) -> list[dict[str, A
                     info = plain_loop_request(model, ForgetSet(x_f, y_f), seed)
                 else:
                     forget = ForgetSet(x_f, y_f, targets=targets if relabel else None)
+                    retain = DataLoader(
+                        TensorDataset(split.x_train[r_idx], split.y_train[r_idx]),
+                        batch_size=64,
+                        shuffle=True,
+                        generator=torch.Generator().manual_seed(seed),
+                    )
+                    extra = spec["extra"](retain) if "extra" in spec else None
                     info = lightning_request(
-                        model, forget, spec["anchors"], spec["importance"], spec["module"], seed, spec.get("callback")
+                        model,
+                        forget,
+                        spec["anchors"],
+                        spec["importance"],
+                        spec["module"],
+                        seed,
+                        spec.get("callback"),
+                        extra,
                     )
                 row = {
                     "method": method,
@@ -244,11 +297,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: k=4, seed 0, neg_grad and default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/unlearn_digits.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="run each method this many times, interleaved")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         args.ks, args.seeds, args.methods = [4], [0], ["neg_grad", "default"]
-    rows = run(args.ks, args.seeds, args.methods)
+    rows = run(args.ks, args.seeds, args.methods, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "machine": _machine()}, indent=1))
     print(table(rows))
