@@ -302,3 +302,54 @@ def test_ddp_script_in_a_subprocess_writes_one_report(tmp_path: Path, _pretraine
     assert report["after"]["forget_acc"] == 0.0
     assert output.count("instances unlearned in") == 1  # rank_zero_info: printed once, not once per rank
     assert output.count("ddp_request: world_size=2") == 1
+
+
+# --------------------------------------------------------------------------------------------------- logged values
+class ForgetCheckProbe(Callback):
+    """After validation, measures the forget metrics on this rank's half of a forget set (synced across ranks)."""
+
+    def __init__(self, forget: ForgetSet, out: Path) -> None:
+        self.forget = forget
+        self.out = out
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, UnlearningModule)
+        rank, world = trainer.global_rank, trainer.world_size
+        x, y = self.forget.inputs[rank::world], self.forget.labels[rank::world]
+        values = pl_module.check_forget([(x, y, None)], log=False)
+        (self.out / f"forget_rank{rank}.json").write_text(json.dumps(values))
+
+
+def test_logged_values_equal_single_process_values(
+    tmp_path: Path, _pretrained_digits: nn.Module, digits: Split
+) -> None:
+    """Evaluation accuracies and forget metrics logged by 2 processes equal 1 process's on the same data and weights."""
+    model = copy.deepcopy(_pretrained_digits).eval()
+    with torch.no_grad():  # a partly wrong model, so that the values are not all 0 or 1
+        model[-1].weight.add_(0.3 * torch.randn(model[-1].weight.shape, generator=torch.Generator().manual_seed(0)))
+    forget = ForgetSet(digits.x_train[:30], digits.y_train[:30])
+    loaders = {  # even sizes: no DistributedSampler padding
+        "retain": DataLoader(list(zip(digits.x_train[30:830], digits.y_train[30:830])), batch_size=64),
+        "test": DataLoader(list(zip(digits.x_test, digits.y_test)), batch_size=64),
+    }
+    logged, forget_values = {}, {}
+    for devices in (1, 2):
+        out = tmp_path / f"{devices}p"
+        out.mkdir()
+        kwargs = quiet_trainer_kwargs()
+        kwargs.update(devices=devices, strategy="ddp_fork" if devices > 1 else "auto")
+        trainer = L.Trainer(callbacks=[ForgetCheckProbe(forget, out)], **kwargs)
+        trainer.validate(UnlearningModule(model, num_classes=10), dataloaders=loaders, verbose=False)
+        logged[devices] = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        forget_values[devices] = [json.loads((out / f"forget_rank{r}.json").read_text()) for r in range(devices)]
+    assert set(logged[1]) == set(logged[2]) == {"retain/acc", "test/acc"}
+    for name in logged[1]:
+        assert logged[2][name] == pytest.approx(logged[1][name], abs=1e-6), name
+    assert 0.0 < logged[1]["test/acc"] < 1.0
+    with torch.no_grad():
+        remembered = int((model(forget.inputs).argmax(-1) == forget.labels).sum())
+    assert 0 < remembered < 30
+    expected = {"forget/acc": remembered / 30, "forget/remaining": float(remembered)}
+    for values in [*forget_values[1], *forget_values[2]]:  # each rank holds the synced values of the whole set
+        assert values["forget/acc"] == pytest.approx(expected["forget/acc"], abs=1e-6)
+        assert values["forget/remaining"] == expected["forget/remaining"]
