@@ -33,3 +33,26 @@ def test_digits_benchmark_quick_run_writes_rows_and_table(tmp_path: Path, _pretr
         env=fresh_launch_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert report.returncode == 0 and report.stdout.count("\n| default | 4 |") == 1
+
+
+CONTINUAL_KEYS = {
+    "setting", "seed", "request", "k", "unlearned", "steps", "seconds", "forget_acc", "earlier_forget_acc",
+    "max_earlier_forget_acc", "test_acc",
+}  # fmt: skip
+
+
+def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pretrained_digits) -> None:
+    out = tmp_path / "continual.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "continual.py"), "--requests", "2", "--k", "2"]
+    command += ["--seeds", "0", "--max-steps", "3", "--smoke-anchors", "--out", str(out)]
+    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    data = json.loads(out.read_text())
+    assert 0.9 < data["pretrained_test_acc"] <= 1.0
+    assert [(r["setting"], r["request"]) for r in data["rows"]] == [
+        ("default", 1), ("default", 2), ("keep_forget_data", 1), ("keep_forget_data", 2),
+    ]  # fmt: skip
+    for row in data["rows"]:
+        assert set(row) == CONTINUAL_KEYS
+        assert len(row["earlier_forget_acc"]) == row["request"] - 1 and row["steps"] <= 3
+    assert done.stdout.count("\n| keep_forget_data | ") == 2
