@@ -345,7 +345,8 @@ class InstanceUnlearning(Callback):
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(pl_module, UnlearningModule) and self._summary is not None and self._backup is not None:
-            self._finish(trainer, pl_module, f"interrupted by {type(exception).__name__}: {exception}", receipt=False)
+            reason = f"interrupted by {type(exception).__name__}" + (f": {exception}" if str(exception) else "")
+            self._finish(trainer, pl_module, reason, receipt=False)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import signal
 
 import lightning as L
 import pytest
@@ -271,9 +272,12 @@ def test_max_steps_cap(digits: Split, digits_cnn: nn.Module, restore: bool) -> N
 
 
 class _Boom(L.Callback):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == 2:
-            raise RuntimeError("disk full")
+            raise self.error
 
 
 def test_exception_restores_weights(digits: Split, digits_cnn: nn.Module) -> None:
@@ -281,13 +285,36 @@ def test_exception_restores_weights(digits: Split, digits_cnn: nn.Module) -> Non
     original = copy.deepcopy(digits_cnn.state_dict())
     callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom()], **quiet_trainer_kwargs())
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(RuntimeError("disk full"))], **quiet_trainer_kwargs())
     with pytest.raises(RuntimeError, match="disk full"):
         trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=16))
     summary = callback.summary
     assert summary is not None
     assert summary.restored and not summary.unlearned
     assert summary.failure == "interrupted by RuntimeError: disk full"
+    assert _same_state(digits_cnn, original)
+    assert module.loss_terms == ()
+
+
+def test_user_interrupt_restores_weights(digits: Split, digits_cnn: nn.Module) -> None:
+    """Ctrl-C: Lightning catches the KeyboardInterrupt, calls ``on_exception`` and exits; the weights are back."""
+    x, y = _pick(digits, 16)
+    original = copy.deepcopy(digits_cnn.state_dict())
+    callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(KeyboardInterrupt())], **quiet_trainer_kwargs())
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C during its shutdown
+    try:
+        with pytest.raises(SystemExit):  # Lightning 2.6 exits after a graceful shutdown
+            trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=16))
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    summary = callback.summary
+    assert summary is not None
+    assert summary.restored and not summary.unlearned
+    assert summary.failure == "interrupted by KeyboardInterrupt"
+    assert _same_state(digits_cnn, original)
+    assert module.loss_terms == ()
     assert _same_state(digits_cnn, original)
     assert module.loss_terms == ()
 
