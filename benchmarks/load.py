@@ -1,7 +1,8 @@
 """Load check: one request of 1,000 MNIST-5k instances, then a sequence of 20 requests, with peak memory per request.
 
     python benchmarks/load.py                      # defaults below; prints a table, writes benchmarks/results/load.json
-    python benchmarks/load.py --big-k 100 --requests 3 --max-steps 20     # smoke
+    python benchmarks/load.py --phases sequence --request-k 4                  # only the sequence, 4 per request
+    python benchmarks/load.py --big-k 100 --requests 3 --max-steps 20 --sequence-max-steps 20     # smoke
 
 Peak resident memory (VmHWM) is reset before each request (Linux ``/proc/self/clear_refs``), so each row shows that
 request's own peak: it must not grow from request to request.
@@ -62,7 +63,9 @@ def main() -> None:
     parser.add_argument("--big-k", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--request-k", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--max-steps", type=int, default=300, help="step cap of the big request")
+    parser.add_argument("--sequence-max-steps", type=int, default=1000, help="step cap of each sequence request")
+    parser.add_argument("--phases", nargs="+", default=["big", "sequence"], choices=["big", "sequence"])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/load.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -72,17 +75,16 @@ def main() -> None:
     pretrained = accuracy(model, split.x_test, split.y_test)
     order = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(0))
     anchors = PGDAnchors(per_instance=3)  # one anchor per radius: 3,000 anchors for the big request
-    rows = []
+    rows: list[dict[str, Any]] = []
     big = order[: args.big_k]
-    callback = InstanceUnlearning(anchors=anchors, max_steps=args.max_steps, restore_on_failure=False, seed=0)
-    row = _request(
-        UnlearningModule(copy.deepcopy(model), 10), callback, ForgetSet(split.x_train[big], split.y_train[big]), 256
-    )
-    rows.append({"phase": "big", **row})
-    print(json.dumps(rows[-1]), flush=True)
+    if "big" in args.phases:
+        callback = InstanceUnlearning(anchors=anchors, max_steps=args.max_steps, restore_on_failure=False, seed=0)
+        forget = ForgetSet(split.x_train[big], split.y_train[big])
+        rows.append({"phase": "big", **_request(UnlearningModule(copy.deepcopy(model), 10), callback, forget, 256)})
+        print(json.dumps(rows[-1]), flush=True)
     module = UnlearningModule(copy.deepcopy(model), 10)
-    callback = InstanceUnlearning(anchors=anchors, max_steps=args.max_steps, seed=0)
-    for r in range(args.requests):
+    callback = InstanceUnlearning(anchors=anchors, max_steps=args.sequence_max_steps, seed=0)
+    for r in range(args.requests if "sequence" in args.phases else 0):
         index = order[args.big_k + r * args.request_k : args.big_k + (r + 1) * args.request_k]
         row = _request(module, callback, ForgetSet(split.x_train[index], split.y_train[index]), args.request_k)
         rows.append(
@@ -94,9 +96,10 @@ def main() -> None:
     print(f"pre-trained test accuracy {pretrained:.4f}")
     print("| phase | k | steps | unlearned | seconds | peak RSS (MB) | RSS after (MB) |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        cells = [r["phase"], r["k"], r["steps"], r["unlearned"], f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"]
-        print("| " + " | ".join(str(c) for c in [*cells, f"{r['rss_after_mb']:.0f}"]) + " |")
+    for row in rows:
+        cells = [row["phase"], row["k"], row["steps"], row["unlearned"], f"{row['seconds']:.1f}"]
+        cells += [f"{row['peak_rss_mb']:.0f}", f"{row['rss_after_mb']:.0f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 if __name__ == "__main__":
