@@ -4,7 +4,8 @@
         --out docs/img/accuracy_vs_k.png
 
 Files are merged as in ``benchmarks/report.py`` (a later file's rows replace the same method, k and seed). Each point is
-the mean over seeds; the error bar spans the lowest and highest seed.
+the mean over seeds; the error bar spans the lowest and highest seed. The legend gives how many runs unlearned every
+instance (a method that does not forget keeps its accuracy for free).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def main() -> None:
         means = [statistics.fmean(v) for v in values]
         low = [m - min(v) for m, v in zip(means, values)]
         high = [max(v) - m for m, v in zip(means, values)]
-        ax.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=f"{method} ({len(values[0])} seeds)")
+        group = [r for r in rows if r["method"] == method]
+        unlearned = sum(bool(r["unlearned"]) for r in group)
+        done = "reference" if method == "retrain" else f"{unlearned}/{len(group)} unlearned"
+        ax.errorbar(ks, means, yerr=[low, high], marker="o", capsize=3, label=f"{method} ({done})")
     ax.axhline(100 * pretrained, color="grey", linestyle="--", linewidth=1, label="pre-trained")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (instances forgotten)")
