@@ -465,12 +465,14 @@ class InstanceUnlearning(Callback):
         if self._best_remaining < 0 or self._remaining < self._best_remaining:
             self._best_remaining, self._best_step = self._remaining, self._steps
         elif self.stall_patience is not None and self._steps - self._best_step >= self.stall_patience:
-            self._anchor_scale = max(self._anchor_scale / 2, 1.0 / 1024)
+            scale = max(self._anchor_scale / 2, 1.0 / 1024)
             self._best_step = self._steps
-            rank_zero_info(
-                f"Unlearning stalled at {self._remaining} remembered instances for {self.stall_patience} steps:"
-                f" anchor weight scaled to {self._anchor_scale:g}."
-            )
+            if scale != self._anchor_scale:  # said once per change, not again at the floor
+                rank_zero_info(
+                    f"Unlearning stalled at {self._remaining} remembered instances for {self.stall_patience} steps:"
+                    f" anchor weight scaled to {scale:g}."
+                )
+            self._anchor_scale = scale
         if self._pool is not None and pl_module.logging_step():
             pl_module.log("train/anchor_scale", self._anchor_scale, on_step=True, on_epoch=False, batch_size=1)
 

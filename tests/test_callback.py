@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import signal
 
@@ -398,3 +399,21 @@ def test_keep_forget_data_keeps_earlier_instances_in_the_check(
         assert second.unlearned and accuracy(digits_cnn, x2, y2) == 0.0
         assert all("replay" not in terms for terms in log.terms)
     assert module.loss_terms == ()
+
+
+def test_stall_rule_halves_the_anchor_weight_down_to_its_floor(
+    digits: Split, digits_cnn: nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anchors so heavy that nothing is forgotten: every ``stall_patience`` steps without progress the anchor weight
+    halves, down to 1/1024, and each change is said once."""
+    x, y = _pick(digits, 4)
+    anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2, weight=1e9, backend="builtin")
+    callback = InstanceUnlearning(anchors=anchors, max_steps=45, stall_patience=3, seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    with caplog.at_level(logging.INFO):
+        trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=4))
+    said = [r.getMessage() for r in caplog.records if "anchor weight scaled to" in r.getMessage()]
+    assert [m.rsplit(" ", 1)[-1] for m in said] == [f"{2.0**-i:g}." for i in range(1, 11)]
+    assert callback._anchor_scale == 1 / 1024
+    summary = callback.summary
+    assert summary is not None and not summary.unlearned and summary.restored
