@@ -281,41 +281,32 @@ class _Boom(L.Callback):
             raise self.error
 
 
-def test_exception_restores_weights(digits: Split, digits_cnn: nn.Module) -> None:
+@pytest.mark.parametrize(
+    ("error", "raised", "failure"),
+    [
+        (RuntimeError("disk full"), RuntimeError, "interrupted by RuntimeError: disk full"),
+        # Ctrl-C: Lightning catches it, calls on_exception and exits (Lightning 2.6) after a graceful shutdown
+        (KeyboardInterrupt(), SystemExit, "interrupted by KeyboardInterrupt"),
+    ],
+)
+def test_exception_or_interrupt_restores_weights(
+    digits: Split, digits_cnn: nn.Module, error: BaseException, raised: type[BaseException], failure: str
+) -> None:
     x, y = _pick(digits, 16)
     original = copy.deepcopy(digits_cnn.state_dict())
     callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(RuntimeError("disk full"))], **quiet_trainer_kwargs())
-    with pytest.raises(RuntimeError, match="disk full"):
-        trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=16))
-    summary = callback.summary
-    assert summary is not None
-    assert summary.restored and not summary.unlearned
-    assert summary.failure == "interrupted by RuntimeError: disk full"
-    assert _same_state(digits_cnn, original)
-    assert module.loss_terms == ()
-
-
-def test_user_interrupt_restores_weights(digits: Split, digits_cnn: nn.Module) -> None:
-    """Ctrl-C: Lightning catches the KeyboardInterrupt, calls ``on_exception`` and exits; the weights are back."""
-    x, y = _pick(digits, 16)
-    original = copy.deepcopy(digits_cnn.state_dict())
-    callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
-    module = UnlearningModule(digits_cnn, num_classes=10)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(KeyboardInterrupt())], **quiet_trainer_kwargs())
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(error)], **quiet_trainer_kwargs())
     sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C during its shutdown
     try:
-        with pytest.raises(SystemExit):  # Lightning 2.6 exits after a graceful shutdown
+        with pytest.raises(raised):
             trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=16))
     finally:
         signal.signal(signal.SIGINT, sigint)
     summary = callback.summary
     assert summary is not None
     assert summary.restored and not summary.unlearned
-    assert summary.failure == "interrupted by KeyboardInterrupt"
-    assert _same_state(digits_cnn, original)
-    assert module.loss_terms == ()
+    assert summary.failure == failure
     assert _same_state(digits_cnn, original)
     assert module.loss_terms == ()
 

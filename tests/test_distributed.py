@@ -191,34 +191,21 @@ def test_two_processes_match_one_process(runs_k16: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- small / uneven k
+def _two_process_run(tmp: Path, pretrained: nn.Module, digits: Split, k: int) -> dict[str, Any]:
+    forget = digits_forget_set(digits, k)
+    model = copy.deepcopy(pretrained).eval()
+    records, scores, _ = run_request(model, forget, tmp, devices=2)
+    return {"k": k, "forget": forget, "model": model, "records": records, "scores": scores, "pretrained": pretrained}
+
+
 @pytest.fixture(scope="module")
 def run_k1(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Module, digits: Split) -> dict[str, Any]:
-    forget = digits_forget_set(digits, 1)
-    model = copy.deepcopy(_pretrained_digits).eval()
-    records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k1"), devices=2)
-    return {
-        "k": 1,
-        "forget": forget,
-        "model": model,
-        "records": records,
-        "scores": scores,
-        "pretrained": _pretrained_digits,
-    }
+    return _two_process_run(tmp_path_factory.mktemp("k1"), _pretrained_digits, digits, 1)
 
 
 @pytest.fixture(scope="module")
 def run_k3(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Module, digits: Split) -> dict[str, Any]:
-    forget = digits_forget_set(digits, 3)
-    model = copy.deepcopy(_pretrained_digits).eval()
-    records, scores, _ = run_request(model, forget, tmp_path_factory.mktemp("k3"), devices=2)
-    return {
-        "k": 3,
-        "forget": forget,
-        "model": model,
-        "records": records,
-        "scores": scores,
-        "pretrained": _pretrained_digits,
-    }
+    return _two_process_run(tmp_path_factory.mktemp("k3"), _pretrained_digits, digits, 3)
 
 
 def test_k1_with_two_processes(run_k1: dict[str, Any]) -> None:
