@@ -93,8 +93,8 @@ class InstanceUnlearning(Callback):
             weight of the anchor loss (strong anchors protect best but can stall forgetting; this trades protection for
             progress only where needed). ``None`` keeps the weight fixed.
         keep_forget_data: keep earlier requests' forget instances in memory, keep them unlearned during later
-            requests and include them in the stop check. Off by default: the deleted data is dropped at the end of its
-            request and is never written to checkpoints.
+            requests and include them in the stop check (in memory only; opting in warns). Off by default: the deleted
+            data is dropped at the end of its request. Forget data is never written to checkpoints, logs or receipts.
         receipt_dir: folder where a deletion receipt (JSON, plus a line in ``receipts.jsonl``) is written for each
             request; ``None`` writes none.
         seed: seed of the anchors' randomness; ``None`` derives it from ``torch.initial_seed()`` (set by
@@ -173,6 +173,12 @@ class InstanceUnlearning(Callback):
         self._steps = 0
         self._remaining = -1
         self._resume: dict[str, Any] | None = None
+        if keep_forget_data:
+            rank_zero_warn(
+                "`keep_forget_data=True` keeps the forget instances of every request in this process's memory (never"
+                " in checkpoints, logs or receipts) until the callback is deleted; the default drops them at the end"
+                " of each request."
+            )
         self._anchor_scale = 1.0
         self._best_remaining = -1
         self._best_step = 0

@@ -6,6 +6,7 @@ import copy
 import logging
 import re
 import signal
+import warnings
 
 import lightning as L
 import pytest
@@ -348,7 +349,8 @@ def test_second_request_keeps_first_request_unlearned(digits: Split, digits_cnn:
     later request can re-teach earlier instances (measured in test_keep_forget_data_...[False] and the docs)."""
     x1, y1 = _pick(digits, 8)
     x2, y2 = _pick(digits, 8, skip=8)
-    callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, keep_forget_data=True, seed=0)
+    with pytest.warns(UserWarning, match=r"`keep_forget_data=True` keeps the forget instances of every request"):
+        callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, keep_forget_data=True, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
     assert accuracy(digits_cnn, x1, y1) == 0.0
@@ -368,7 +370,10 @@ def test_keep_forget_data_keeps_earlier_instances_in_the_check(
     x1, y1 = _pick(digits, 8)
     x2, y2 = _pick(digits, 8, skip=8)
     pretrained = copy.deepcopy(digits_cnn.state_dict())
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, keep_forget_data=keep, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, keep_forget_data=keep, seed=0)
+    assert any("keep_forget_data=True" in str(w.message) for w in caught) == keep  # the opt-in warns, the default not
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
     assert callback.history[0].unlearned
