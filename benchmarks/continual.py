@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
-from lightning_unlearn.datasets import load_digits_split
+from lightning_unlearn.datasets import Split, load_digits_split
 from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.pretrain import pretrained_digits_cnn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from unlearn_digits import _trainer  # the same quiet single-CPU Trainer as the single-request benchmark
 
 SETTINGS = {"default": False, "keep_forget_data": True}
 
 
 def run_sequence(
-    base: torch.nn.Module, requests: list[tuple[torch.Tensor, torch.Tensor]], keep: bool, seed: int, args: Any
+    split: Split,
+    base: torch.nn.Module,
+    requests: list[tuple[torch.Tensor, torch.Tensor]],
+    keep: bool,
+    seed: int,
+    args: Any,
 ) -> list[dict[str, Any]]:
-    split = load_digits_split()
     classifier = copy.deepcopy(base)
     anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2) if args.smoke_anchors else "default"
     callback = InstanceUnlearning(
@@ -45,12 +53,8 @@ def run_sequence(
     module = UnlearningModule(classifier, num_classes=10)
     rows = []
     for r, (x, y) in enumerate(requests):
-        trainer = L.Trainer(
-            max_epochs=-1, callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, accelerator="cpu", devices=1,
-        )  # fmt: skip
         started = time.perf_counter()
-        trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
+        _trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
         summary = callback.summary
         assert summary is not None
         earlier = [accuracy(classifier, xe, ye) for xe, ye in requests[:r]]
@@ -111,7 +115,7 @@ def main() -> None:
         ]
         for setting in args.settings:
             L.seed_everything(seed, verbose=False)
-            rows += run_sequence(base, requests, SETTINGS[setting], seed, args)
+            rows += run_sequence(split, base, requests, SETTINGS[setting], seed, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"pretrained_test_acc": pretrained, "rows": rows}, indent=1))
     print(f"pre-trained test accuracy {100 * pretrained:.2f} %")
