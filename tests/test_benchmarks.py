@@ -56,3 +56,46 @@ def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pr
         assert set(row) == CONTINUAL_KEYS
         assert len(row["earlier_forget_acc"]) == row["request"] - 1 and row["steps"] <= 3
     assert done.stdout.count("\n| keep_forget_data | ") == 2
+
+
+SWEEP_KEYS = {
+    "dataset", "variant", "k", "seed", "unlearned", "steps", "seconds", "forget_acc", "dev_acc", "held_acc",
+    "pretrained_dev_acc", "pretrained_held_acc",
+}  # fmt: skip
+
+
+def test_sweep_quick_run_writes_rows_and_ranked_table(tmp_path: Path, _pretrained_digits) -> None:
+    out = tmp_path / "sweep.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--quick", "--out", str(out)]
+    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["k"], r["seed"]) for r in rows] == [("default", 2, 0), ("lr=3e-4", 2, 0)]
+    for row in rows:
+        assert set(row) == SWEEP_KEYS and row["dataset"] == "digits/small_cnn"
+        assert 0.0 <= row["dev_acc"] <= 1.0 and 0.0 <= row["held_acc"] <= 1.0
+    report = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--report", str(out)],
+        env=fresh_launch_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert report.returncode == 0
+    lines = [line for line in report.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert len(lines) == 2 and {line.split(" | ")[1] for line in lines} == {"**default**", "lr=3e-4"}
+
+
+def test_cifar10_benchmark_runs_on_a_local_folder(tmp_path: Path) -> None:
+    from tests.test_datasets import write_cifar10_folder
+
+    write_cifar10_folder(tmp_path / "data", per_batch=8)
+    out = tmp_path / "cifar.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "unlearn_digits.py"), "--dataset", "cifar10"]
+    command += ["--model", "resnet18", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--ks", "1"]
+    command += ["--seeds", "0", "--methods", "neg_grad", "retrain", "--out", str(out)]
+    env = {**fresh_launch_env(), "LIGHTNING_UNLEARN_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["k"]) for r in rows] == [("neg_grad", 1), ("retrain", 1)]
+    assert all(set(row) == ROW_KEYS for row in rows)
+    assert (tmp_path / "cache" / "cifar10_resnet18_seed0_ep1.pt").is_file()
+    assert "| retrain | 1 | 1 | n/a |" in done.stdout
