@@ -1,9 +1,9 @@
 """One-factor-at-a-time hyper-parameter sweep around the package defaults, scored on a development split.
 
-Each variant changes one setting of the defaults (learning rate, BatchNorm mode, anchor loss weight, anchor radii,
-anchors per instance, MAS penalty strength, MAS mask fraction) and forgets the same k random training instances per
-seed. The held-out split is cut in two by position: even positions are the development split that ranks the
-variants, odd positions are reported beside it and never used to choose.
+Each variant changes one setting of the defaults (learning rate, BatchNorm mode, anchor loss weight, anchor radii as
+multiples of the default radii for the input size, anchors per instance, MAS penalty strength, MAS mask fraction) and
+forgets the same k random training instances per seed. The held-out split is cut in two by position: even positions
+are the development split that ranks the variants, odd positions are reported beside it and never used to choose.
 
     python benchmarks/sweep.py --dataset digits --k 32 --seeds 0 1 --out benchmarks/results/sweep_digits.json
     python benchmarks/sweep.py --dataset mnist5k --model resnet18 --k 8 --seeds 0 \\
@@ -27,6 +27,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
 from unlearn_digits import MODELS, _machine, lightning_request, load_task
@@ -34,7 +35,17 @@ from unlearn_digits import MODELS, _machine, lightning_request, load_task
 from lightning_unlearn import ForgetSet, MASImportance, PGDAnchors
 from lightning_unlearn.functional.evaluation import accuracy
 
-EPS = (0.5, 1.0, 2.0)  # the default anchor radii
+
+class ScaledRadii(PGDAnchors):
+    """The default anchors with the default radii (``PGDAnchors.radii`` for the input size) times ``factor``."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def radii(self, inputs: Tensor) -> tuple[float, ...]:
+        return tuple(self.factor * r for r in super().radii(inputs))
+
 
 # name -> (anchors, importance, UnlearningModule keyword arguments); "default" is the package default
 VARIANTS: dict[str, tuple[PGDAnchors | str | None, MASImportance | None, dict[str, Any]]] = {
@@ -44,9 +55,10 @@ VARIANTS: dict[str, tuple[PGDAnchors | str | None, MASImportance | None, dict[st
     "batchnorm=train": ("default", None, {"batchnorm": "train"}),
     "anchor weight=3": (PGDAnchors(weight=3.0), None, {}),
     "anchor weight=30": (PGDAnchors(weight=30.0), None, {}),
-    "eps x0.5": (PGDAnchors(eps=tuple(e / 2 for e in EPS)), None, {}),
-    "eps x2": (PGDAnchors(eps=tuple(2 * e for e in EPS)), None, {}),
-    "eps x4": (PGDAnchors(eps=tuple(4 * e for e in EPS)), None, {}),
+    "eps x0.5": (ScaledRadii(0.5), None, {}),
+    "eps x2": (ScaledRadii(2.0), None, {}),
+    "eps x4": (ScaledRadii(4.0), None, {}),
+    "eps x0.25": (ScaledRadii(0.25), None, {}),
     "anchors/instance=7": (PGDAnchors(per_instance=7), None, {}),
     "anchors/instance=42": (PGDAnchors(per_instance=42), None, {}),
     "no anchors": (None, None, {}),

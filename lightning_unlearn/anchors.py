@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +18,9 @@ AnchorLabel = Literal["prediction", "target"]
 Backend = Literal["auto", "builtin", "torchattacks"]
 ANCHOR_LABELS: tuple[str, ...] = ("prediction", "target")
 BACKENDS: tuple[str, ...] = ("auto", "builtin", "torchattacks")
+#: L2 radii of ``eps=None`` for an 8x8 single-channel image with inputs in [0, 1]; scaled by sqrt(H * W / 64) and by
+#: the width of ``input_range`` for other inputs (see :meth:`PGDAnchors.radii`).
+DEFAULT_RADII: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -58,7 +62,8 @@ class PGDAnchors:
     Args:
         norm: ``"l2"`` or ``"linf"``.
         eps: radius of the perturbation ball, in input units; a sequence spreads each instance's anchors evenly over
-            several radii (near anchors hold the boundary tight, far ones hold it wide).
+            several radii (near anchors hold the boundary tight, far ones hold it wide). ``None`` (the default) picks
+            radii from the input size, see :meth:`radii`.
         step_size: PGD step; ``None`` means ``eps / 4`` for each radius.
         steps: PGD steps.
         per_instance: anchors generated per forget instance.
@@ -86,7 +91,7 @@ class PGDAnchors:
     def __init__(
         self,
         norm: Norm = "l2",
-        eps: float | Sequence[float] = (0.5, 1.0, 2.0),
+        eps: float | Sequence[float] | None = None,
         step_size: float | None = None,
         steps: int = 10,
         per_instance: int = 21,
@@ -106,9 +111,12 @@ class PGDAnchors:
             raise ValueError(f"`loss` must be one of {ANCHOR_LOSS_KINDS}, got {loss!r}.")
         if backend not in BACKENDS:
             raise ValueError(f"`backend` must be one of {BACKENDS}, got {backend!r}.")
-        eps_values = (float(eps),) if isinstance(eps, (int, float)) else tuple(float(e) for e in eps)
-        if not eps_values or min(eps_values) <= 0:
-            raise ValueError(f"`eps` must be > 0 (or a non-empty sequence of such values), got {eps}.")
+        if eps is None:
+            eps_values: tuple[float, ...] | None = None
+        else:
+            eps_values = (float(eps),) if isinstance(eps, (int, float)) else tuple(float(e) for e in eps)
+            if not eps_values or min(eps_values) <= 0:
+                raise ValueError(f"`eps` must be > 0 (or a non-empty sequence of such values, or None), got {eps}.")
         for name, value in (("steps", steps), ("per_instance", per_instance), ("batch_size", batch_size)):
             if value <= 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
@@ -125,7 +133,9 @@ class PGDAnchors:
                 " or use backend='builtin'."
             )
         self.norm = norm
-        self.eps: float | tuple[float, ...] = eps_values[0] if len(eps_values) == 1 else eps_values
+        self.eps: float | tuple[float, ...] | None = (
+            eps_values[0] if eps_values is not None and len(eps_values) == 1 else eps_values
+        )
         self.eps_values = eps_values
         self.step_size = None if step_size is None else float(step_size)
         self.steps = int(steps)
@@ -144,6 +154,29 @@ class PGDAnchors:
         if self.backend == "auto":
             return "torchattacks" if torchattacks_available() else "builtin"
         return self.backend
+
+    def radii(self, inputs: Tensor) -> tuple[float, ...]:
+        """The radii the anchors of ``inputs`` are generated at: ``eps`` as given, or for ``eps=None``
+        :data:`DEFAULT_RADII` scaled to the input: by ``sqrt(H * W / 64)`` (``H * W`` the size of one channel of one
+        instance, or the feature count of ``[N, D]`` inputs) for ``norm="l2"``, divided by 8 for ``norm="linf"``, and
+        by the width of ``input_range`` in both cases.
+
+        The default radii were chosen on 8x8 digits; a fixed L2 radius shrinks per pixel as images grow, and the
+        sweep in ``docs/benchmarks.md`` found the scaled radii best on both 8x8 digits and 32x32 MNIST.
+
+        Examples:
+            >>> PGDAnchors().radii(torch.zeros(1, 3, 32, 32))
+            (2.0, 4.0, 8.0)
+            >>> PGDAnchors(eps=0.5).radii(torch.zeros(1, 3, 32, 32))
+            (0.5,)
+        """
+        if self.eps_values is not None:
+            return self.eps_values
+        width = self.input_range[1] - self.input_range[0]
+        if self.norm == "linf":
+            return tuple(width * r / 8 for r in DEFAULT_RADII)
+        size = inputs[0, 0].numel() if inputs.dim() >= 3 else inputs[0].numel()
+        return tuple(width * math.sqrt(size / 64) * r for r in DEFAULT_RADII)
 
     def check_inputs(self, inputs: Tensor) -> None:
         """Raise if ``inputs`` fall outside ``input_range`` (PGD would clamp them and change the instances).
@@ -188,13 +221,14 @@ class PGDAnchors:
                 inputs.new_empty((0, *inputs.shape[1:])), empty, inputs.new_empty((0, num_classes)), empty
             )
         self.check_inputs(inputs)
-        groups = min(len(self.eps_values), self.per_instance)  # fewer anchors than radii: the first radii
+        radii = self.radii(inputs)
+        groups = min(len(radii), self.per_instance)  # fewer anchors than radii: the first radii
         k, per = inputs.shape[0], self.per_instance
         targets = other_classes(labels.repeat_interleave(per, dim=0), num_classes, generator).view(k, per)
         adv_parts, logit_parts = [], []
         start = 0
         with eval_mode(model):
-            for g, eps in enumerate(self.eps_values[:groups]):
+            for g, eps in enumerate(radii[:groups]):
                 count = per // groups + (1 if g < per % groups else 0)
                 source = inputs.repeat_interleave(count, dim=0)
                 group_targets = targets[:, start : start + count].reshape(-1)

@@ -49,9 +49,9 @@ def _generate(model: nn.Module, x: Tensor, y: Tensor, seed: int = 0, **kwargs: o
         ({"label": "attack"}, "`label` must be one of ('prediction', 'target'), got 'attack'."),
         ({"loss": "mse"}, "`loss` must be one of ('ce', 'kl'), got 'mse'."),
         ({"backend": "foolbox"}, "`backend` must be one of ('auto', 'builtin', 'torchattacks'), got 'foolbox'."),
-        ({"eps": 0.0}, "`eps` must be > 0 (or a non-empty sequence of such values), got 0.0."),
-        ({"eps": ()}, "`eps` must be > 0 (or a non-empty sequence of such values), got ()."),
-        ({"eps": (1.0, -0.5)}, "`eps` must be > 0 (or a non-empty sequence of such values), got (1.0, -0.5)."),
+        ({"eps": 0.0}, "`eps` must be > 0 (or a non-empty sequence of such values, or None), got 0.0."),
+        ({"eps": ()}, "`eps` must be > 0 (or a non-empty sequence of such values, or None), got ()."),
+        ({"eps": (1.0, -0.5)}, "`eps` must be > 0 (or a non-empty sequence of such values, or None), got (1.0, -0.5)."),
         ({"steps": 0}, "`steps` must be > 0, got 0."),
         ({"per_instance": -2}, "`per_instance` must be > 0, got -2."),
         ({"batch_size": 0}, "`batch_size` must be > 0, got 0."),
@@ -68,12 +68,40 @@ def test_argument_errors(kwargs: dict[str, object], message: str) -> None:
 
 def test_defaults() -> None:
     anchors = PGDAnchors(backend="builtin")
-    assert (anchors.norm, anchors.eps, anchors.steps, anchors.per_instance) == ("l2", (0.5, 1.0, 2.0), 10, 21)
+    assert (anchors.norm, anchors.eps, anchors.steps, anchors.per_instance) == ("l2", None, 10, 21)
     assert (anchors.label, anchors.loss, anchors.weight, anchors.batch_size) == ("prediction", "kl", 10.0, 256)
-    assert anchors.eps_values == (0.5, 1.0, 2.0) and anchors.step_size is None
+    assert anchors.eps_values is None and anchors.step_size is None
     assert PGDAnchors(eps=2.0, step_size=0.1).step_size == 0.1
     several = PGDAnchors(eps=[0.5, 1.0], per_instance=4)
     assert several.eps == several.eps_values == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "shape", "radii"),
+    [
+        ({}, (5, 1, 8, 8), (0.5, 1.0, 2.0)),  # digits: the radii as chosen
+        ({}, (5, 3, 32, 32), (2.0, 4.0, 8.0)),  # 32x32 images: sqrt(1024 / 64) = 4 times, whatever the channels
+        ({}, (5, 1, 28, 28), (1.75, 3.5, 7.0)),
+        ({}, (5, 16), (0.25, 0.5, 1.0)),  # feature vectors: sqrt(16 / 64)
+        ({"input_range": (-1.0, 1.0)}, (5, 1, 8, 8), (1.0, 2.0, 4.0)),  # twice the input range, twice the radii
+        ({"norm": "linf"}, (5, 3, 32, 32), (0.0625, 0.125, 0.25)),  # per pixel: no size scaling
+        ({"eps": 0.3}, (5, 3, 32, 32), (0.3,)),  # an explicit eps is used as given
+        ({"eps": (1.0, 3.0)}, (5, 1, 8, 8), (1.0, 3.0)),
+    ],
+)
+def test_radii_scale_with_the_input_unless_given(
+    settings: dict[str, object], shape: tuple[int, ...], radii: tuple[float, ...]
+) -> None:
+    assert PGDAnchors(backend="builtin", **settings).radii(torch.zeros(shape)) == pytest.approx(radii)  # type: ignore[arg-type]
+
+
+def test_default_radii_bound_the_anchors_on_larger_images(digits: Split) -> None:
+    x = torch.nn.functional.interpolate(digits.x_train[:3], size=(32, 32), mode="bilinear").clamp(0, 1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1024, 10))
+    pool = PGDAnchors(per_instance=3, backend="builtin").generate(model, x, digits.y_train[:3], num_classes=10)
+    norms = (pool.inputs - x.repeat_interleave(3, dim=0)).flatten(1).norm(dim=1).view(3, 3)
+    assert bool((norms <= torch.tensor([2.0, 4.0, 8.0]) + 1e-4).all())
+    assert float(norms[:, 2].max()) > 2.0  # the largest radius is used, beyond the 8x8 default's 2.0
 
 
 def test_default_step_size_is_a_quarter_of_eps(digits: Split, digits_cnn: nn.Module) -> None:

@@ -92,7 +92,7 @@ def test_argument_errors(kwargs: dict[str, object], message: str) -> None:
 def test_defaults() -> None:
     callback = InstanceUnlearning()
     assert isinstance(callback.anchors, PGDAnchors) and callback.importance is None
-    assert callback.anchors.weight == 10.0 and callback.anchors.eps == (0.5, 1.0, 2.0)
+    assert callback.anchors.weight == 10.0 and callback.anchors.eps is None
     assert callback.stall_patience == 100
     assert (callback.max_steps, callback.check_every_n_steps) == (1000, 1)
     assert callback.restore_on_failure and not callback.keep_forget_data
