@@ -128,7 +128,7 @@ def report(rows: list[dict[str, Any]]) -> str:
     head = "| rank | variant | " + " | ".join(f"{d}: unlearned, dev drop, other-half drop" for d in datasets)
     out = [head + " | mean dev drop |", "|---|---|" + "---|" * (len(datasets) + 1)]
     for rank, (incomplete, mean_dev, variant, cells) in enumerate(scored, start=1):
-        parts = [f"{ok}/{n}, {dev:.1f}, {held:.1f}" for ok, n, dev, held in cells]
+        parts = [f"{ok}/{n}, {dev:.1f}, {held:.1f}" if n else "not run" for ok, n, dev, held in cells]
         name = f"**{variant}**" if variant == "default" else variant
         out.append(f"| {'-' if incomplete else rank} | {name} | " + " | ".join(parts) + f" | {mean_dev:.1f} |")
     return "\n".join(out)
