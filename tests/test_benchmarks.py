@@ -16,23 +16,25 @@ ROW_KEYS = {
 }  # fmt: skip
 
 
+def run_script(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run ``benchmarks/<script>`` with ``args`` in a fresh process; assert it exits 0 and return its stdout."""
+    command = [sys.executable, str(REPO / "benchmarks" / script), *args]
+    done = subprocess.run(command, env=env or fresh_launch_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done.stdout
+
+
 def test_digits_benchmark_quick_run_writes_rows_and_table(tmp_path: Path, _pretrained_digits) -> None:
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "unlearn_digits.py"), "--quick", "--out", str(out)]
-    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    stdout = run_script("unlearn_digits.py", "--quick", "--out", str(out))
     data = json.loads(out.read_text())
     assert {"rows", "machine"} <= set(data)
     assert {(r["method"], r["k"]) for r in data["rows"]} == {("neg_grad", 4), ("default", 4)}
     for row in data["rows"]:
         assert set(row) == ROW_KEYS
         assert 0.0 <= row["test_acc"] <= 1.0 and row["steps"] >= 1
-    assert "| method | k | runs | all unlearned |" in done.stdout
-    report = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "report.py"), str(out)],
-        env=fresh_launch_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert report.returncode == 0 and report.stdout.count("\n| default | 4 |") == 1
+    assert "| method | k | runs | all unlearned |" in stdout
+    assert run_script("report.py", str(out), timeout=60).count("\n| default | 4 |") == 1
 
 
 CONTINUAL_KEYS = {
@@ -43,10 +45,8 @@ CONTINUAL_KEYS = {
 
 def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pretrained_digits) -> None:
     out = tmp_path / "continual.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "continual.py"), "--requests", "2", "--k", "2"]
-    command += ["--seeds", "0", "--max-steps", "3", "--smoke-anchors", "--out", str(out)]
-    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    args = ["--requests", "2", "--k", "2", "--seeds", "0", "--max-steps", "3", "--smoke-anchors", "--out", str(out)]
+    stdout = run_script("continual.py", *args)
     data = json.loads(out.read_text())
     assert 0.9 < data["pretrained_test_acc"] <= 1.0
     assert [(r["setting"], r["request"]) for r in data["rows"]] == [
@@ -55,7 +55,7 @@ def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pr
     for row in data["rows"]:
         assert set(row) == CONTINUAL_KEYS
         assert len(row["earlier_forget_acc"]) == row["request"] - 1 and row["steps"] <= 3
-    assert done.stdout.count("\n| keep_forget_data | ") == 2
+    assert stdout.count("\n| keep_forget_data | ") == 2
 
 
 SWEEP_KEYS = {
@@ -66,20 +66,14 @@ SWEEP_KEYS = {
 
 def test_sweep_quick_run_writes_rows_and_ranked_table(tmp_path: Path, _pretrained_digits) -> None:
     out = tmp_path / "sweep.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--quick", "--out", str(out)]
-    done = subprocess.run(command, env=fresh_launch_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    run_script("sweep.py", "--quick", "--out", str(out))
     rows = json.loads(out.read_text())["rows"]
     assert [(r["variant"], r["k"], r["seed"]) for r in rows] == [("default", 2, 0), ("lr=3e-4", 2, 0)]
     for row in rows:
         assert set(row) == SWEEP_KEYS and row["dataset"] == "digits/small_cnn"
         assert 0.0 <= row["dev_acc"] <= 1.0 and 0.0 <= row["held_acc"] <= 1.0
-    report = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "sweep.py"), "--report", str(out)],
-        env=fresh_launch_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert report.returncode == 0
-    lines = [line for line in report.stdout.splitlines() if line.startswith("| ") and "variant" not in line]
+    report = run_script("sweep.py", "--report", str(out), timeout=60)
+    lines = [line for line in report.splitlines() if line.startswith("| ") and "variant" not in line]
     assert len(lines) == 2 and {line.split(" | ")[1] for line in lines} == {"**default**", "lr=3e-4"}
 
 
@@ -88,14 +82,12 @@ def test_cifar10_benchmark_runs_on_a_local_folder(tmp_path: Path) -> None:
 
     write_cifar10_folder(tmp_path / "data", per_batch=8)
     out = tmp_path / "cifar.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "unlearn_digits.py"), "--dataset", "cifar10"]
-    command += ["--model", "resnet18", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--ks", "1"]
-    command += ["--seeds", "0", "--methods", "neg_grad", "retrain", "--out", str(out)]
+    args = ["--dataset", "cifar10", "--model", "resnet18", "--data-dir", str(tmp_path / "data"), "--epochs", "1"]
+    args += ["--ks", "1", "--seeds", "0", "--methods", "neg_grad", "retrain", "--out", str(out)]
     env = {**fresh_launch_env(), "LIGHTNING_UNLEARN_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    stdout = run_script("unlearn_digits.py", *args, env=env)
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["k"]) for r in rows] == [("neg_grad", 1), ("retrain", 1)]
     assert all(set(row) == ROW_KEYS for row in rows)
     assert (tmp_path / "cache" / "cifar10_resnet18_seed0_ep1.pt").is_file()
-    assert "| retrain | 1 | 1 | n/a |" in done.stdout
+    assert "| retrain | 1 | 1 | n/a |" in stdout
