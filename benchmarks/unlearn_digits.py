@@ -41,7 +41,7 @@ from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
 from lightning_unlearn.metrics import mia_efficacy
 from lightning_unlearn.models import small_cnn
-from lightning_unlearn.pretrain import cache_dir, pretrained_digits_cnn, train_classifier
+from lightning_unlearn.pretrain import cached_classifier, pretrained_digits_cnn, train_classifier
 
 MAX_STEPS = 2000
 
@@ -255,15 +255,8 @@ def load_task(
         make_model, epochs = MODELS[model], epochs or MNIST5K_EPOCHS[model]
     else:
         split, make_model, epochs = load_mnist5k_split(), MODELS[model], epochs or MNIST5K_EPOCHS[model]
-    path = cache_dir() / f"{dataset}_{model}_seed0_ep{epochs}.pt"
-    torch.manual_seed(0)
-    classifier = make_model()
-    if path.exists():
-        classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return split, classifier.to(device).eval(), epochs, make_model
-    train_classifier(classifier.to(device), split.x_train, split.y_train, epochs=epochs, seed=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(classifier.state_dict(), path)
+    name = f"{dataset}_{model}_seed0_ep{epochs}.pt"
+    classifier = cached_classifier(name, make_model, split.x_train, split.y_train, epochs=epochs, device=device)
     return split, classifier, epochs, make_model
 
 

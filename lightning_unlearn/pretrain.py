@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,6 +47,36 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def cached_classifier(
+    name: str,
+    make_model: Callable[[], nn.Module],
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    cache: bool = True,
+) -> nn.Module:
+    """``make_model()`` (built after ``torch.manual_seed(seed)``) trained by :func:`train_classifier` on ``(x, y)``
+    and saved as ``cache_dir() / name`` (written atomically); loaded from there instead when the file exists. Returned
+    on ``device``, in eval mode.
+    """
+    torch.manual_seed(seed)
+    model = make_model()
+    path = cache_dir() / name
+    if cache and path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.to(device).eval()
+    train_classifier(model.to(device), x, y, epochs=epochs, seed=seed)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)
+    return model
+
+
 def pretrained_digits_cnn(seed: int = 0, epochs: int = 30, cache: bool = True) -> nn.Module:
     """The small CNN pre-trained on the digits training split (about 99 % test accuracy), cached after the first
     call.
@@ -53,17 +84,6 @@ def pretrained_digits_cnn(seed: int = 0, epochs: int = 30, cache: bool = True) -
     from lightning_unlearn.datasets import load_digits_split
     from lightning_unlearn.models import small_cnn
 
-    torch.manual_seed(seed)
-    model = small_cnn()
-    path = cache_dir() / f"digits_small_cnn_seed{seed}_ep{epochs}.pt"
-    if cache and path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
     split = load_digits_split()
-    train_classifier(model, split.x_train, split.y_train, epochs=epochs, seed=seed)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
-    return model
+    name = f"digits_small_cnn_seed{seed}_ep{epochs}.pt"
+    return cached_classifier(name, small_cnn, split.x_train, split.y_train, epochs=epochs, seed=seed, cache=cache)
