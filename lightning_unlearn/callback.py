@@ -23,6 +23,7 @@ from lightning_unlearn.importance import MASImportance, snapshot
 from lightning_unlearn.metrics import MIAEfficacy
 from lightning_unlearn.module import UnlearningModule
 from lightning_unlearn.receipts import make_receipt, model_hash, write_receipt
+from lightning_unlearn.spawn import SpawnSafeGenerators
 
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
@@ -68,7 +69,7 @@ class RequestSummary:
         return asdict(self)
 
 
-class InstanceUnlearning(Callback):
+class InstanceUnlearning(SpawnSafeGenerators, Callback):  # holds torch.Generators: see spawn.py
     """Unlearn the instances a ``Trainer`` is fitted on, protecting the rest of the model's knowledge.
 
     At the start of each ``fit`` (one *request*) it collects the forget instances from the training dataloader,

@@ -19,6 +19,7 @@ from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKin
 from lightning_unlearn.functional.pgd import eval_mode
 from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
 from lightning_unlearn.metrics import AnchorAgreement, ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy
+from lightning_unlearn.spawn import SpawnSafeGenerators
 
 Mode = Literal["misclassify", "relabel"]
 MODES: tuple[str, ...] = ("misclassify", "relabel")
@@ -29,7 +30,7 @@ LossTerm = Callable[[], Tensor]
 """A plugin's extra loss: called once per training step, returns a scalar (already weighted)."""
 
 
-class UnlearningModule(L.LightningModule):
+class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch.Generator: see spawn.py
     """Wraps a trained classifier so that ``Trainer.fit`` on a forget set unlearns it.
 
     ``training_step`` computes the forget loss on the batch (misclassify: move each instance to the nearest other

@@ -89,12 +89,7 @@ def run_request(
     rank's importance and the main process's ``callback_metrics``. ``classifier`` ends with rank 0's weights."""
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
-    unlearning = InstanceUnlearning(
-        anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin"),
-        importance=MASImportance(),
-        max_steps=MAX_STEPS,
-        seed=seed,
-    )
+    unlearning = request_callback(seed)
     kwargs = quiet_trainer_kwargs()
     kwargs.update(devices=devices, strategy="ddp_fork" if devices > 1 else "auto", precision=precision)
     trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, RankProbe(unlearning, out)], **kwargs)
@@ -103,6 +98,16 @@ def run_request(
     scores = [torch.load(out / f"importance_rank{r}.pt", weights_only=True) for r in range(devices)]
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     return records, scores, metrics
+
+
+def request_callback(seed: int = 0) -> InstanceUnlearning:
+    """The callback of every request in this file: small anchors and importance, so that a request takes seconds."""
+    return InstanceUnlearning(
+        anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin"),
+        importance=MASImportance(),
+        max_steps=MAX_STEPS,
+        seed=seed,
+    )
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -188,6 +193,31 @@ def test_two_processes_match_one_process(runs_k16: dict[str, Any]) -> None:
     # the step counts are of the same order but not equal
     steps_one, steps_two = one["records"][0]["summary"]["steps"], two["records"][0]["summary"]["steps"]
     assert 1 / 3 <= steps_two / steps_one <= 3.0, (steps_one, steps_two)
+
+
+# ------------------------------------------------------------------------------------------------- strategy="ddp_spawn"
+def _draws_in_child(objects: tuple[UnlearningModule, InstanceUnlearning], queue: Any) -> None:
+    module, callback = objects
+    generators = (module._label_generator, callback._anchor_generator, callback._batch_generator)
+    queue.put([torch.rand(3, generator=g).tolist() for g in generators])
+
+
+def test_module_and_callback_reach_a_spawned_process(digits_cnn: nn.Module) -> None:
+    """Issue 13 at its root, without Lightning: ``torch.multiprocessing``'s pickler used to send each
+    ``torch.Generator``'s state as a temporary shared tensor whose file descriptor was closed before the child started
+    (``RuntimeError: unable to resize file`` / ``ValueError: bad value(s) in fds_to_keep``). The generators arrive with
+    their state."""
+    module, callback = UnlearningModule(digits_cnn, num_classes=10), request_callback()
+    generators = (module._label_generator, callback._anchor_generator, callback._batch_generator)
+    for seed, generator in enumerate(generators):
+        torch.rand(5, generator=generator.manual_seed(seed))  # a state other than the seed's
+    context = torch.multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    process = context.Process(target=_draws_in_child, args=((module, callback), queue))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    assert queue.get() == [torch.rand(3, generator=g).tolist() for g in generators]
 
 
 # --------------------------------------------------------------------------------------------------- small / uneven k
