@@ -129,7 +129,7 @@ def main() -> None:
         "precision": args.precision,
         "k": args.k,
         "fit_seconds": seconds,
-        # with ddp_spawn/ddp_fork the callbacks ran in the child processes: their state is not in this process
+        # with ddp_spawn/ddp_fork the callbacks ran in the child processes; rank 0's summary came back to this one
         "summary": summary.to_dict() if summary else None,
         **agreement.result,
         "before": before,

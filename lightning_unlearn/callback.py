@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from lightning_unlearn.importance import MASImportance, snapshot
 from lightning_unlearn.metrics import MIAEfficacy
 from lightning_unlearn.module import UnlearningModule
 from lightning_unlearn.receipts import make_receipt, model_hash, write_receipt
-from lightning_unlearn.spawn import SpawnSafeGenerators
+from lightning_unlearn.spawn import SpawnSafeGenerators, register_receiver, return_to_main_process
 
 _UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
@@ -183,10 +184,14 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # holds torch.Generato
         self._anchor_scale = 1.0
         self._best_remaining = -1
         self._best_step = 0
+        self._receiver_key = uuid.uuid4().hex  # ddp_spawn/ddp_fork: rank 0's results come back to this object
+        register_receiver(self, self._receiver_key)
 
     @property
     def summary(self) -> RequestSummary | None:
-        """The summary of the last request (``None`` before the first one ends)."""
+        """The summary of the last request (``None`` before the first one ends); after ``ddp_spawn``/``ddp_fork``, rank
+        0's, brought back to the main process with :attr:`history`, :attr:`trace` and :attr:`receipts`.
+        """
         return self.history[-1] if self.history else None
 
     @property
@@ -217,6 +222,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # holds torch.Generato
                 f"InstanceUnlearning does not support strategy {name}; use a data-parallel strategy ('ddp',"
                 " 'ddp_spawn', 'ddp_fork') or a single device."
             )
+        return_to_main_process(trainer, self._receiver_key, self._returned_state)
 
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -377,6 +383,10 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # holds torch.Generato
         self._resume = dict(state_dict) if state_dict.get("in_progress") else None
 
     # ------------------------------------------------------------------------------------------------- internals
+    def _returned_state(self) -> dict[str, Any]:
+        """What rank 0's worker hands back to this callback in the main process (``ddp_spawn``, ``ddp_fork``)."""
+        return {"history": self.history, "trace": self.trace, "receipts": self.receipts}
+
     def _collect(self, trainer: L.Trainer, pl_module: UnlearningModule) -> tuple[Tensor, Tensor, Tensor | None]:
         loader = trainer.train_dataloader
         if loader is None:

@@ -1,5 +1,7 @@
 """What our objects need to cross Lightning's process launchers (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``).
 
+Two things, both kept out of the module and the callback themselves:
+
 * :class:`SpawnSafeGenerators`, a mixin whose pickled state holds each ``torch.Generator`` attribute as plain bytes.
   ``ddp_spawn`` pickles the LightningModule and the callbacks with ``torch.multiprocessing``'s pickler, which shares
   every tensor it meets through shared memory; a ``torch.Generator`` pickles its state as a *new* tensor
@@ -8,13 +10,23 @@
   gets a closed descriptor (``ValueError: bad value(s) in fds_to_keep``) or one the parent has reused for something
   else (``RuntimeError: unable to resize file <filename not specified> to the right size``). Same failure with a bare
   ``torch.Generator()`` passed to ``torch.multiprocessing.Process``: https://github.com/pytorch/pytorch/issues/146828.
+* :func:`return_to_main_process`: attributes of a callback computed in the worker processes (e.g. the request
+  summaries) come back to the same callback object in the main process. Lightning brings back only the weights,
+  the trainer state and ``callback_metrics``.
 """
 
 from __future__ import annotations
 
+import pickle
+import weakref
+from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
+
+_RETURN_KEY = "lightning_unlearn/returned_state"
+_RECEIVERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 def _rebuild_generator(device: str, seed: int, offset: int | None, state: bytes) -> torch.Generator:
@@ -67,3 +79,52 @@ class SpawnSafeGenerators:
             parent(state)
         else:
             self.__dict__.update(state)
+
+
+def register_receiver(receiver: object, key: str) -> None:
+    """Let :func:`return_to_main_process` deliver values to ``receiver`` (held weakly) in this process under ``key``."""
+    _RECEIVERS[key] = receiver
+
+
+def return_to_main_process(trainer: L.Trainer, key: str, collect: Callable[[], dict[str, Any]]) -> None:
+    """Under a multiprocessing launcher (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``), have rank 0's worker send
+    ``collect()`` (attribute name to plain value, evaluated when the worker ends) back to the main process, where the
+    object registered under ``key`` with :func:`register_receiver` gets them as attributes. No-op under other launchers
+    (``ddp`` runs the main process as rank 0; one device has no worker).
+
+    Call it in the worker (e.g. in ``Callback.setup``). The values travel pickled as bytes through the launcher's
+    ``get_extra_results``, like Lightning's own ``callback_metrics`` (tensors would be shared through memory of a
+    process that has exited), and are set when the main process unpickles the worker's output.
+    """
+    launcher = trainer.strategy.launcher
+    original = getattr(launcher, "get_extra_results", None)
+    if original is None:
+        return
+    returned: set[str] = vars(launcher).setdefault("_lightning_unlearn_returned", set())
+    if key in returned:  # already wrapped for this receiver (e.g. a second `setup` in the same worker)
+        return
+    returned.add(key)
+
+    def get_extra_results(trainer: L.Trainer) -> dict[str, Any]:
+        extra = original(trainer)
+        extra.setdefault(_RETURN_KEY, []).append(_Returned(key, pickle.dumps(collect())))
+        return extra
+
+    setattr(launcher, "get_extra_results", get_extra_results)  # noqa: B010 (this worker's launcher only)
+
+
+class _Returned:
+    """Values on their way to the main process: unpickling them there hands them to the registered receiver."""
+
+    def __init__(self, key: str, payload: bytes) -> None:
+        self.key, self.payload = key, payload
+
+    def __reduce__(self) -> tuple[Callable[[str, bytes], None], tuple[str, bytes]]:
+        return _deliver, (self.key, self.payload)
+
+
+def _deliver(key: str, payload: bytes) -> None:
+    receiver = _RECEIVERS.get(key)
+    if receiver is not None:
+        for name, value in pickle.loads(payload).items():
+            setattr(receiver, name, value)

@@ -1,9 +1,9 @@
 """Unlearning under DDP on CPU (gloo, 2 processes) and with bf16 mixed precision, on scikit-learn digits.
 
 Never ``strategy="ddp"`` inside the pytest process (it would re-launch pytest): the in-process runs use ``ddp_fork``
-(the same launcher as ``ddp_spawn``, without pickling), and ``strategy="ddp"`` runs through the user-facing script
-``benchmarks/ddp_request.py`` in a subprocess with a timeout. The callback state of the child processes does not come
-back to this process, so a probe callback writes what each rank saw into ``tmp_path``.
+(the same launcher as ``ddp_spawn``, without pickling) and, once, ``ddp_spawn``; ``strategy="ddp"`` runs through the
+user-facing script ``benchmarks/ddp_request.py`` in a subprocess with a timeout. Only rank 0's summary comes back to
+this process's callback, so a probe callback writes what each rank saw into ``tmp_path``.
 """
 
 from __future__ import annotations
@@ -84,14 +84,17 @@ def run_request(
     devices: int,
     precision: str = "32-true",
     seed: int = 0,
+    strategy: str = "ddp_fork",
+    unlearning: InstanceUnlearning | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Tensor]], dict[str, float]]:
-    """One request with ``devices`` processes (``ddp_fork`` when more than one); returns each rank's record, each
-    rank's importance and the main process's ``callback_metrics``. ``classifier`` ends with rank 0's weights."""
+    """One request with ``devices`` processes (``strategy`` when more than one); returns each rank's record, each
+    rank's importance and the main process's ``callback_metrics``. ``classifier`` ends with rank 0's weights.
+    ``unlearning`` defaults to :func:`request_callback` with ``seed``."""
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(seed, verbose=False)
-    unlearning = request_callback(seed)
+    unlearning = unlearning if unlearning is not None else request_callback(seed)
     kwargs = quiet_trainer_kwargs()
-    kwargs.update(devices=devices, strategy="ddp_fork" if devices > 1 else "auto", precision=precision)
+    kwargs.update(devices=devices, strategy=strategy if devices > 1 else "auto", precision=precision)
     trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, RankProbe(unlearning, out)], **kwargs)
     trainer.fit(UnlearningModule(classifier, num_classes=10), DataLoader(forget, batch_size=len(forget)))
     records = [json.loads((out / f"rank{r}.json").read_text()) for r in range(devices)]
@@ -218,6 +221,47 @@ def test_module_and_callback_reach_a_spawned_process(digits_cnn: nn.Module) -> N
     process.join(60)
     assert process.exitcode == 0
     assert queue.get() == [torch.rand(3, generator=g).tolist() for g in generators]
+
+
+def test_ddp_spawn_request_matches_one_process(
+    tmp_path: Path, runs_k16: dict[str, Any], _pretrained_digits: nn.Module, digits: Split
+) -> None:
+    """``strategy="ddp_spawn"`` pickles the module and the callback into two fresh processes (issue 13: their
+    ``torch.Generator`` attributes used to break that); the weights and the callback's summary come back to this
+    process's objects, and the result equals the one-process run's within the tolerances above."""
+    forget, one = runs_k16["forget"], runs_k16[1]
+    model = copy.deepcopy(_pretrained_digits).eval()
+    unlearning = request_callback(seed=0)
+    records, scores, metrics = run_request(
+        model, forget, tmp_path, devices=2, strategy="ddp_spawn", unlearning=unlearning
+    )
+    assert [(r["rank"], r["world_size"], r["shard_size"]) for r in records] == [(0, 2, 8), (1, 2, 8)]
+    for record in records:
+        summary = record["summary"]
+        assert summary["unlearned"] and not summary["restored"]
+        assert (summary["k"], summary["remaining_before"], summary["remaining_after"]) == (16, 16, 0)
+    assert len({r["summary"]["steps"] for r in records}) == 1
+    assert len({r["global_step"] for r in records}) == 1
+    # the weights: rank 0's, loaded by Lightning into this process's classifier object
+    before, after = _pretrained_digits.state_dict(), model.state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert accuracy(model, forget.inputs, forget.labels) == 0.0
+    assert metrics["forget/remaining"] == 0.0
+    # the callback's state: rank 0's summary, on this process's callback object
+    summary = unlearning.summary
+    assert summary is not None and summary.unlearned is True and not summary.restored
+    rank0 = records[0]["summary"]
+    for name in ("k", "steps", "remaining_before", "remaining_after", "anchors", "anchor_success_rate"):
+        assert getattr(summary, name) == rank0[name], name
+    assert summary.after["forget/remaining"] == 0.0
+    assert len(unlearning.history) == 1
+    assert len(unlearning.trace) == summary.steps and unlearning.trace[-1]["forget/remaining"] == 0.0  # one per check
+    # the same values as one process
+    assert abs(accuracy(model, digits.x_test, digits.y_test) - one["test_acc"]) <= TEST_ACC_TOLERANCE
+    steps_one = one["records"][0]["summary"]["steps"]
+    assert 1 / 3 <= summary.steps / steps_one <= 3.0, (steps_one, summary.steps)
+    assert all(torch.equal(scores[0][n], scores[1][n]) for n in scores[0])
+    assert_importance_close(scores[0], one["scores"][0])
 
 
 # --------------------------------------------------------------------------------------------------- small / uneven k
