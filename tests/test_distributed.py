@@ -143,10 +143,12 @@ def runs_k16(tmp_path_factory: pytest.TempPathFactory, _pretrained_digits: nn.Mo
     result: dict[str, Any] = {"forget": forget}
     for devices in (1, 2):
         model = copy.deepcopy(_pretrained_digits).eval()
+        unlearning = request_callback(seed=0)
         records, scores, metrics = run_request(
-            model, forget, tmp_path_factory.mktemp(f"k16_{devices}p"), devices=devices
+            model, forget, tmp_path_factory.mktemp(f"k16_{devices}p"), devices=devices, unlearning=unlearning
         )
         result[devices] = {
+            "summary": unlearning.summary,  # this process's callback (with 2: rank 0's summary, brought back)
             "records": records,
             "scores": scores,
             "metrics": metrics,
@@ -167,6 +169,8 @@ def test_two_processes_unlearn_every_instance(runs_k16: dict[str, Any]) -> None:
         assert record["anchors"] == 8 * 4  # each rank generated the anchors of its own shard only
     assert two["forget_acc"] == 0.0  # rank 0's weights, recovered by the main process
     assert two["metrics"]["forget/remaining"] == 0.0
+    summary = two["summary"]  # ddp_fork brings rank 0's summary back to the main process's callback too
+    assert summary is not None and summary.unlearned and summary.steps == two["records"][0]["summary"]["steps"]
 
 
 def test_importance_identical_on_both_ranks(runs_k16: dict[str, Any]) -> None:
