@@ -8,11 +8,11 @@ cached on disk) - a weak but real classifier, enough to time the computation.
     python benchmarks/scaling.py --quick    # smoke run
 
 Configurations: 1 process x 1 thread, 1 process x 2 threads (what one process gets from the same 2 cores), and 2
-processes x 1 thread (``ddp_fork``, gloo; ``--strategy ddp_spawn`` is offered, but here Lightning's spawn failed with
-``ValueError: bad value(s) in fds_to_keep``). Each process's anchor generation is timed inside the request (a
-``PGDAnchors`` subclass that times ``generate``); for 2 processes the slower rank counts, since the ranks wait for each
-other right after. Every configuration runs the same number of steps (``--max-steps``, low enough that no run stops
-early), so request times compare like for like. Prints a markdown table and writes JSON to
+processes x 1 thread (``ddp_fork``, gloo; ``--strategy ddp_spawn`` runs too, and starts slower: it failed with
+``ValueError: bad value(s) in fds_to_keep`` until issue 13 was fixed). Each process's anchor generation is timed inside
+the request (a ``PGDAnchors`` subclass that times ``generate``); for 2 processes the slower rank counts, since the ranks
+wait for each other right after. Every configuration runs the same number of steps (``--max-steps``, low enough that
+no run stops early), so request times compare like for like. Prints a markdown table and writes JSON to
 benchmarks/results/scaling.json.
 """
 
