@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_unlearn.functional.evaluation import predict
-from lightning_unlearn.functional.metrics import _as_preds, _validate
+from lightning_unlearn.functional.metrics import as_preds, check_preds, forget_counts, share
 from lightning_unlearn.functional.mia import fit_membership_attack, membership_signals
 
 
@@ -43,17 +43,8 @@ class _ForgetCounts(Metric):
 
     def update(self, preds: Tensor, labels: Tensor, targets: Tensor | None = None) -> None:
         """Add a batch: ``preds`` are classes ``[B]`` or logits ``[B, C]``; ``targets`` of ``-1`` mean misclassify."""
-        preds = _as_preds(preds)
-        _validate(preds, labels)
-        if targets is None:
-            targets = torch.full_like(labels, -1)
-        _validate(preds, targets, "targets")
-        relabel = targets >= 0
-        self.total += labels.numel()
-        self.remembered += (preds == labels).sum()
-        self.relabel_total += relabel.sum()
-        self.on_target += (relabel & (preds == targets)).sum()
-        self.to_go += torch.where(relabel, preds != targets, preds == labels).sum()
+        for name, count in forget_counts(preds, labels, targets)._asdict().items():
+            setattr(self, name, getattr(self, name) + count)
 
 
 class ForgetAccuracy(_ForgetCounts):
@@ -69,9 +60,7 @@ class ForgetAccuracy(_ForgetCounts):
     higher_is_better = False
 
     def compute(self) -> Tensor:
-        if int(self.total) == 0:
-            return torch.tensor(float("nan"))
-        return self.remembered.float() / self.total
+        return share(self.remembered, self.total)
 
 
 class ForgetTargetAccuracy(_ForgetCounts):
@@ -87,9 +76,7 @@ class ForgetTargetAccuracy(_ForgetCounts):
     higher_is_better = True
 
     def compute(self) -> Tensor:
-        if int(self.relabel_total) == 0:
-            return torch.tensor(float("nan"))
-        return self.on_target.float() / self.relabel_total
+        return share(self.on_target, self.relabel_total)
 
 
 class ForgetRemaining(_ForgetCounts):
@@ -130,15 +117,13 @@ class AnchorAgreement(Metric):
         self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, reference: Tensor) -> None:
-        preds = _as_preds(preds)
-        _validate(preds, reference, "reference")
+        preds = as_preds(preds)
+        check_preds(preds, reference, "reference")
         self.agree += (preds == reference).sum()
         self.total += reference.numel()
 
     def compute(self) -> Tensor:
-        if int(self.total) == 0:
-            return torch.tensor(float("nan"))
-        return self.agree.float() / self.total
+        return share(self.agree, self.total)
 
 
 class MIAEfficacy(Metric):

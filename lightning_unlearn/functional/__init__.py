@@ -10,7 +10,8 @@ from lightning_unlearn.functional.importance import (
     mas_importance_sum,
     normalize_importance,
 )
-from lightning_unlearn.functional.losses import anchor_loss, forget_loss, is_unlearned, runner_up_classes
+from lightning_unlearn.functional.losses import anchor_loss, forget_loss, runner_up_classes
+from lightning_unlearn.functional.metrics import is_unlearned
 from lightning_unlearn.functional.pgd import eval_mode, other_classes, targeted_pgd
 
 __all__ = [

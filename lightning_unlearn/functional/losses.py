@@ -12,38 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_unlearn.functional.metrics import is_unlearned
+
 ForgetLossKind = Literal["runner_up", "margin", "neg_ce", "random_label"]
 AnchorLossKind = Literal["ce", "kl"]
 
 FORGET_LOSS_KINDS: tuple[str, ...] = ("runner_up", "margin", "neg_ce", "random_label")
 ANCHOR_LOSS_KINDS: tuple[str, ...] = ("ce", "kl")
-
-
-def is_unlearned(logits: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
-    """Which instances are unlearned: predicted away from ``labels`` or, in relabel mode, predicted as ``targets``.
-
-    Args:
-        logits: ``[B, C]`` scores.
-        labels: ``[B]`` original labels.
-        targets: ``[B]`` relabel targets, or ``None`` (misclassify mode). A target of ``-1`` means "misclassify" for
-            that instance.
-
-    Returns:
-        A ``[B]`` boolean tensor.
-
-    Examples:
-        >>> logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
-        >>> is_unlearned(logits, torch.tensor([0, 0])).tolist()
-        [False, True]
-        >>> is_unlearned(logits, torch.tensor([0, 0]), targets=torch.tensor([1, 2])).tolist()
-        [False, False]
-    """
-    preds = logits.argmax(dim=-1)
-    away = preds != labels
-    if targets is None:
-        return away
-    relabel = targets >= 0
-    return torch.where(relabel, preds == targets, away)
 
 
 def runner_up_classes(logits: Tensor, labels: Tensor) -> Tensor:
@@ -141,11 +116,9 @@ def _margin_hinge(logits: Tensor, labels: Tensor, targets: Tensor, relabel: Tens
 
 
 def _unlearned_with_margin(logits: Tensor, labels: Tensor, targets: Tensor, relabel: Tensor, margin: float) -> Tensor:
-    return (
-        _margin_hinge(logits, labels, targets, relabel, margin) <= 0
-        if margin > 0
-        else torch.where(relabel, logits.argmax(-1) == targets, logits.argmax(-1) != labels)
-    )
+    if margin > 0:
+        return _margin_hinge(logits, labels, targets, relabel, margin) <= 0
+    return is_unlearned(logits, labels, torch.where(relabel, targets, torch.full_like(targets, -1)))
 
 
 def anchor_loss(logits: Tensor, reference: Tensor, kind: AnchorLossKind = "ce") -> Tensor:
