@@ -45,7 +45,6 @@ from torchvision.models import resnet18
 
 from lightning_unlearn import AnchorPool, ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.functional import forget_loss
-from lightning_unlearn.importance import snapshot
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
@@ -193,7 +192,7 @@ def plain_request(
     generator = torch.Generator().manual_seed(0)
     pool = anchors.generate(model, x, y, 10, generator=generator)
     scores = importance.normalize(importance.estimate_sum(model, x), len(x))
-    reference = snapshot(model)
+    reference = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     batch_generator = torch.Generator().manual_seed(1)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=defaults.lr, weight_decay=defaults.weight_decay)

@@ -41,15 +41,16 @@ from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
 from lightning_unlearn.metrics import mia_efficacy
 from lightning_unlearn.models import small_cnn
+from lightning_unlearn.plugins import UnlearningPlugin
 from lightning_unlearn.pretrain import cached_classifier, pretrained_digits_cnn, train_classifier
 
 MAX_STEPS = 2000
 
 
-def _trainer(callback: InstanceUnlearning, *extra: L.Callback, accelerator: str = "cpu") -> L.Trainer:
+def _trainer(callback: InstanceUnlearning, accelerator: str = "cpu") -> L.Trainer:
     return L.Trainer(
         max_epochs=-1,
-        callbacks=[callback, *extra],
+        callbacks=[callback],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -67,7 +68,7 @@ def lightning_request(
     module_kwargs: dict[str, Any],
     seed: int,
     callback_kwargs: dict[str, Any] | None = None,
-    extra_callbacks: list[L.Callback] | None = None,
+    plugins: list[UnlearningPlugin] | None = None,
     accelerator: str = "cpu",
 ) -> dict[str, Any]:
     callback = InstanceUnlearning(
@@ -75,11 +76,12 @@ def lightning_request(
         importance=importance,
         max_steps=MAX_STEPS,
         seed=seed,
+        plugins=plugins or (),
         **(callback_kwargs or {}),
     )
     module = UnlearningModule(classifier, num_classes=10, **module_kwargs)
     started = time.perf_counter()
-    trainer = _trainer(callback, *(extra_callbacks or []), accelerator=accelerator)
+    trainer = _trainer(callback, accelerator=accelerator)
     trainer.fit(module, DataLoader(forget, batch_size=len(forget)))
     seconds = time.perf_counter() - started
     summary = callback.summary

@@ -6,13 +6,24 @@ import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
+from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import ANCHOR_LOSS_KINDS, AnchorLossKind, anchor_loss
 from lightning_unlearn.functional.pgd import NORMS, Norm, eval_mode, other_classes, targeted_pgd
+from lightning_unlearn.metrics import AnchorAgreement
+from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.spawn import SpawnSafeGenerators
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import Request
 
 AnchorLabel = Literal["prediction", "target"]
 Backend = Literal["auto", "builtin", "torchattacks"]
@@ -50,7 +61,7 @@ class AnchorPool:
         return float((self.logits.argmax(-1) == self.attack_targets).float().mean())
 
 
-class PGDAnchors:
+class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Generator: see spawn.py
     """Generates adversarial anchors from the forget instances and supplies their loss during unlearning.
 
     For each forget instance, ``per_instance`` anchors are made by targeted PGD toward classes drawn uniformly from the
@@ -58,6 +69,10 @@ class PGDAnchors:
     toward the label the pre-trained model gives it (``label="prediction"``, the default) or toward its attack target
     (``label="target"``, the reference code's choice), with cross-entropy or by KL distillation of the pre-trained
     outputs (``loss="kl"``).
+
+    As an :class:`~lightning_unlearn.plugins.UnlearningPlugin` it generates the pool in :meth:`setup`, adds
+    ``scale * weight * loss`` on ``batch_size`` anchors drawn at each step (logged as ``train/anchor_loss``), reports
+    ``anchor/agreement`` and lets the stall rule lower ``scale`` through :meth:`scale_protection`.
 
     Args:
         norm: ``"l2"`` or ``"linf"``.
@@ -147,6 +162,88 @@ class PGDAnchors:
         self.input_range = (float(low), float(high))
         self.random_start = random_start
         self.backend = backend
+        self._pool: AnchorPool | None = None
+        self._batch_generator = torch.Generator()
+        self._scale = 1.0
+        self._stash: dict[str, Any] | None = None
+
+    name = "anchor_loss"
+    #: the lowest scale the stall rule can bring the anchor weight to
+    MIN_SCALE = 1.0 / 1024
+
+    @property
+    def pool(self) -> AnchorPool | None:
+        """This process's anchors while a request runs (``None`` otherwise)."""
+        return self._pool
+
+    @property
+    def scale(self) -> float:
+        """The factor the stall rule has applied to ``weight`` in the current (or last) request."""
+        return self._scale
+
+    @override
+    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        x, y, _ = request.forget
+        self._pool = pool = self.generate(module.classifier, x, y, module.num_classes, generator=request.generator(0))
+        count = trainer.strategy.reduce(torch.tensor(float(len(pool)), device=module.device), reduce_op="sum")
+        successes = torch.tensor(pool.success_rate * len(pool), device=module.device)
+        request.summary.anchors = int(count)
+        request.summary.anchor_success_rate = float(trainer.strategy.reduce(successes, reduce_op="sum")) / max(
+            int(count), 1
+        )
+        self._batch_generator = request.generator(1)
+        self._scale = 1.0
+        if self._stash is not None:
+            self._batch_generator.set_state(self._stash["batch_generator"])
+            self._scale = float(self._stash["scale"])
+            self._stash = None
+
+    @override
+    def loss_term(self, module: UnlearningModule) -> Tensor:
+        pool = self._pool
+        assert pool is not None
+        if len(pool) == 0:  # an empty shard: a zero that still touches every parameter (DDP needs all grads)
+            return 0.0 * torch.stack([p.sum() for p in module.classifier.parameters() if p.requires_grad]).sum()
+        return self._scale * self.weight * self.batch_loss(module, pool, self._batch_generator)
+
+    def batch_loss(self, model: Callable[[Tensor], Tensor], pool: AnchorPool, generator: torch.Generator) -> Tensor:
+        """The unweighted loss on ``batch_size`` anchors drawn (with replacement) from ``pool`` with ``generator``."""
+        index = torch.randint(0, len(pool), (min(self.batch_size, len(pool)),), generator=generator)
+        index = index.to(pool.inputs.device)
+        return self.loss_on(model(pool.inputs[index]), pool, index)
+
+    @override
+    def measure(self, module: UnlearningModule) -> dict[str, float]:
+        if self._pool is None:
+            return {}
+        metric = AnchorAgreement().to(module.device)
+        metric.update(predict(module.classifier, self._pool.inputs), self._pool.labels)
+        return {"anchor/agreement": float(metric.compute())}
+
+    @override
+    def step_metrics(self) -> dict[str, float]:
+        return {} if self._pool is None else {"train/anchor_scale": self._scale}
+
+    @override
+    def scale_protection(self, factor: float) -> float | None:
+        """Multiply the anchor weight by ``factor`` (at least :attr:`MIN_SCALE`); the new scale if it changed."""
+        scale = max(self._scale * factor, self.MIN_SCALE)
+        changed, self._scale = scale != self._scale, scale
+        return scale if changed else None
+
+    @override
+    def teardown(self, module: UnlearningModule) -> None:
+        self._pool = None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self._pool is None:
+            return {}
+        return {"batch_generator": self._batch_generator.get_state(), "scale": self._scale}
+
+    @override
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stash = dict(state) if state else None
 
     @property
     def resolved_backend(self) -> str:

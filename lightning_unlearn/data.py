@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 NO_TARGET = -1
 """The target stored for an instance that is to be misclassified rather than relabelled."""
@@ -128,3 +129,21 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"a tensor of dtype {value.dtype}"
     return type(value).__name__
+
+
+def unpadded_shard_size(loader: object) -> int | None:
+    """This process's share of the dataset without the repeats a padding ``DistributedSampler`` adds (``None`` when
+    the loader has no such sampler).
+
+    Examples:
+        >>> from torch.utils.data import DataLoader
+        >>> data = list(range(5))
+        >>> unpadded_shard_size(DataLoader(data, sampler=DistributedSampler(data, num_replicas=2, rank=1)))
+        2
+    """
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, DistributedSampler):
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None
+    return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]

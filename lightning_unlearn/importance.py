@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from lightning_unlearn.functional.importance import (
     apply_gradient_mask,
@@ -16,12 +16,19 @@ from lightning_unlearn.functional.importance import (
     normalize_importance,
 )
 from lightning_unlearn.functional.pgd import eval_mode
+from lightning_unlearn.plugins.mask import WeightScores
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import Request
 
 ImportanceUse = Literal["penalty", "mask"]
 IMPORTANCE_USES: tuple[str, ...] = ("penalty", "mask")
 
 
-class MASImportance:
+class MASImportance(WeightScores):
     """Memory-aware-synapses importance of each weight for the forget instances.
 
     Importance is the mean over the forget set of ``|d ||f(x)||_2 / d theta|``, min-max normalised per tensor to
@@ -31,6 +38,9 @@ class MASImportance:
       (``use="penalty"``, the paper's choice), or
     - given gradients scaled by their importance, or zeroed outside the ``top_fraction`` most important weights
       (``use="mask"``; no extra memory for ``theta_0`` and no extra term in the loss).
+
+    As an :class:`~lightning_unlearn.plugins.UnlearningPlugin` it estimates the importance at the start of a request
+    (summed over processes) and adds the penalty as ``train/importance_penalty`` or masks gradients before each step.
 
     Args:
         use: ``"penalty"`` or ``"mask"``.
@@ -44,6 +54,7 @@ class MASImportance:
             ``chunk_size`` is not positive.
 
     Examples:
+        >>> import torch
         >>> imp = MASImportance(use="mask", top_fraction=0.5)
         >>> model = nn.Linear(3, 2)
         >>> scores = imp.normalize(imp.estimate_sum(model, torch.rand(5, 3)))
@@ -66,10 +77,52 @@ class MASImportance:
             raise ValueError(f"`top_fraction` must be in (0, 1] or None, got {top_fraction}.")
         if chunk_size <= 0:
             raise ValueError(f"`chunk_size` must be > 0, got {chunk_size}.")
+        super().__init__()
         self.use = use
         self.strength = float(strength)
         self.top_fraction = top_fraction
         self.chunk_size = int(chunk_size)
+        self._reference: dict[str, Tensor] | None = None
+
+    name = "importance_penalty"
+
+    @override
+    def score_sums(
+        self, request: Request, module: UnlearningModule, trainer: L.Trainer
+    ) -> tuple[dict[str, Tensor], float | None]:
+        x = request.forget[0]
+        return self.estimate_sum(module.classifier, x), float(x.shape[0])
+
+    @override
+    def masks_gradients(self) -> bool:
+        return self.use == "mask"
+
+    @override
+    def mask_fraction(self) -> float | None:
+        return self.top_fraction
+
+    @override
+    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        super().setup(request, module, trainer)
+        if self.use == "penalty":
+            self._reference = {
+                n: p.detach().clone() for n, p in module.classifier.named_parameters() if p.requires_grad
+            }
+
+    @override
+    def adds_loss(self) -> bool:
+        return self.use == "penalty"
+
+    @override
+    def loss_term(self, module: UnlearningModule) -> Tensor | None:
+        if self._reference is None or self._scores is None:
+            return None
+        return self.penalty(module.classifier, self._reference, self._scores)
+
+    @override
+    def teardown(self, module: UnlearningModule) -> None:
+        super().teardown(module)
+        self._reference = None
 
     def estimate_sum(self, model: nn.Module, inputs: Tensor) -> dict[str, Tensor]:
         """Per-parameter sums of absolute per-instance gradients (eval mode; each submodule's mode restored)."""
@@ -94,15 +147,3 @@ class MASImportance:
     def apply_mask(model: nn.Module, mask: Mapping[str, Tensor]) -> None:
         """Scale ``model``'s gradients in place by ``mask``."""
         apply_gradient_mask(dict(model.named_parameters()), mask)
-
-
-def snapshot(model: nn.Module, names: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
-    """Detached copies of the trainable parameters (``theta_0`` of the penalty)."""
-    return {
-        n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and (names is None or names(n))
-    }
-
-
-def zeros_like_params(model: nn.Module) -> dict[str, Tensor]:
-    """Float32 zeros shaped like each trainable parameter."""
-    return {n: torch.zeros_like(p, dtype=torch.float32) for n, p in model.named_parameters() if p.requires_grad}

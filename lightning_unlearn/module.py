@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import lightning as L
@@ -13,12 +13,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_unlearn.data import NO_TARGET
+from lightning_unlearn.data import NO_TARGET, unpadded_shard_size
 from lightning_unlearn.functional.evaluation import predict
-from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss, is_unlearned
+from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss
+from lightning_unlearn.functional.metrics import is_unlearned
 from lightning_unlearn.functional.pgd import eval_mode
-from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
-from lightning_unlearn.metrics import AnchorAgreement, ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy
+from lightning_unlearn.functional.projection import projected_surrogate
+from lightning_unlearn.metrics import ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy, MIAEfficacy
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 Mode = Literal["misclassify", "relabel"]
@@ -26,8 +27,8 @@ MODES: tuple[str, ...] = ("misclassify", "relabel")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 BATCHNORM_MODES: tuple[str, ...] = ("eval", "train")
 
-LossTerm = Callable[[], Tensor]
-"""A plugin's extra loss: called once per training step, returns a scalar (already weighted)."""
+LossTerm = Callable[[], "Tensor | None"]
+"""A plugin's extra loss: called once per training step, returns a scalar (already weighted) or ``None``."""
 
 
 class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch.Generator: see spawn.py
@@ -127,7 +128,6 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             prefix="forget/",
             compute_groups=False,
         )
-        self.anchor_agreement = AnchorAgreement()
         self.eval_accuracy = nn.ModuleDict()
         self.reference_accuracy: dict[str, float] = {}
 
@@ -139,6 +139,7 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         is restored at the end of ``fit``.
         """
         self._modes_before_fit = [(m, m.training) for m in self.classifier.modules()]
+        self.reference_accuracy = {}  # measured in on_train_start unless a callback sets it first
         self._label_generator.manual_seed(torch.initial_seed() % (2**31) + self.global_rank)
         self.classifier.train()
 
@@ -195,18 +196,56 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             t = None
         return x, y, t
 
+    def collect_forget(self, loader: Iterable[Any] | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """This process's whole forget set from a dataloader, on the module's device, each instance once (the repeats
+        of a padding ``DistributedSampler`` dropped), checked against ``num_classes`` and the classifier's output.
+
+        Raises:
+            ValueError: if there is no loader, it is empty, or labels, targets or the classifier's output do not
+                match ``num_classes``.
+        """
+        if loader is None:
+            raise ValueError("InstanceUnlearning needs the forget set as the training dataloader of `fit`.")
+        xs, ys, ts = [], [], []
+        any_target = False
+        for batch in loader:
+            x, y, t = self.split_batch(batch)
+            xs.append(x)
+            ys.append(y)
+            ts.append(t if t is not None else torch.full_like(y, -1))
+            any_target = any_target or t is not None
+        if not xs:
+            raise ValueError("the forget set is empty: `fit` needs at least one instance to unlearn.")
+        x_all = torch.cat(xs).to(self.device)
+        y_all = torch.cat(ys).to(self.device).long()
+        t_all = torch.cat(ts).to(self.device).long() if any_target else None
+        keep = unpadded_shard_size(loader)
+        if keep is not None:  # DistributedSampler repeats instances to even out shards: count each one once
+            x_all, y_all = x_all[:keep], y_all[:keep]
+            t_all = t_all[:keep] if t_all is not None else None
+        if y_all.numel() == 0:
+            return x_all, y_all, t_all
+        c = self.num_classes
+        if int(y_all.min()) < 0 or int(y_all.max()) >= c:
+            raise ValueError(
+                f"forget labels must lie in [0, {c}) (num_classes={c}), got values up to {int(y_all.max())}."
+            )
+        if t_all is not None and int(t_all.max()) >= c:
+            raise ValueError(f"relabel targets must lie in [0, {c}) (num_classes={c}), got {int(t_all.max())}.")
+        self.check_output(x_all)
+        return x_all, y_all, t_all
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, t = self.split_batch(batch)
-        logits = self(x)
-        forget = self.forget_weight * forget_loss(
-            logits, y, t, kind=self.forget_loss_kind, margin=self.margin, generator=self._label_generator
-        )
+        forget = self.forget_term(self(x), y, t)
         log_terms = self.logging_step()
         if log_terms:
             self.log("train/forget_loss", forget.detach(), batch_size=x.shape[0])
         protect: Tensor | None = None
         for name, term in self._loss_terms.items():
             value = term()
+            if value is None:
+                continue
             if log_terms:
                 self.log(f"train/{name}", value.detach(), batch_size=x.shape[0])
             protect = value if protect is None else protect + value
@@ -219,6 +258,12 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             return self._projected(forget, protect)
         return loss
 
+    def forget_term(self, logits: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        """The weighted forget loss of ``logits`` (the module's loss kind, margin and random-label generator)."""
+        return self.forget_weight * forget_loss(
+            logits, labels, targets, kind=self.forget_loss_kind, margin=self.margin, generator=self._label_generator
+        )
+
     def logging_step(self) -> bool:
         """Whether this step's loss terms are logged: every ``Trainer(log_every_n_steps=...)`` steps, when the logger
         writes (each ``self.log`` costs about a millisecond, a third of a small model's step). The forget metrics
@@ -230,10 +275,7 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
 
     def _projected(self, forget: Tensor, protect: Tensor) -> Tensor:
         """PCGrad: drop from the forget gradient its component against the plugins' (protective) gradient."""
-        params = [p for p in self.classifier.parameters() if p.requires_grad]
-        g_forget = flat_gradient(forget, params, retain_graph=True)
-        g_protect = flat_gradient(protect, params)
-        return linear_surrogate(params, project_conflicting(g_forget, g_protect) + g_protect)
+        return projected_surrogate(forget, protect, [p for p in self.classifier.parameters() if p.requires_grad])
 
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
         """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""
@@ -311,6 +353,12 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
 
     def measure_eval_accuracy(self) -> dict[str, float]:
         """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
+        return {name[:-4]: v for name, v in self.evaluate().items() if name.endswith("/acc")}
+
+    def evaluate(self, forget: tuple[Tensor, Tensor, Tensor | None] | None = None) -> dict[str, float]:
+        """One pass over each evaluation dataloader: ``{name}/acc`` for each, and with ``forget`` and loaders named
+        ``retain`` and ``test``, ``mia/efficacy`` from the same predictions (synced across processes).
+        """
         loaders = self.load_eval_data()
         if loaders is None:
             return {}
@@ -318,20 +366,33 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             iterables = list(loaders.values())
         else:
             iterables = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+        names = self.eval_names()
+        mia = MIAEfficacy().to(self.device) if forget is not None and {"retain", "test"} <= set(names) else None
+        if mia is not None and forget is not None:
+            mia.update(predict(self.classifier, forget[0]), forget[1], group="forget")
         values = {}
-        for name, loader in zip(self.eval_names(), iterables):
+        for name, loader in zip(names, iterables):
             metric = self._eval_metric(name)
             metric.reset()
+            group = {"retain": "member", "test": "nonmember"}.get(name) if mia is not None else None
             for batch in loader:
                 x, y = batch[0].to(self.device), batch[1].to(self.device)
-                metric.update(predict(self.classifier, x), y)
-            values[name] = float(metric.compute())
+                logits = predict(self.classifier, x)
+                metric.update(logits, y)
+                if group is not None and mia is not None:
+                    mia.update(logits, y, group=group)
+            values[f"{name}/acc"] = float(metric.compute())
             metric.reset()
+        if mia is not None:
+            values["mia/efficacy"] = float(mia.compute())
         return values
 
     def on_train_start(self) -> None:
-        """Measure the pre-trained accuracy on each evaluation set (the reference of ``{name}/drop``)."""
-        self.reference_accuracy = self.measure_eval_accuracy()
+        """Measure the pre-trained accuracy on each evaluation set (the reference of ``{name}/drop``), unless
+        :class:`~lightning_unlearn.InstanceUnlearning` already set it from the original weights of its request.
+        """
+        if not self.reference_accuracy:
+            self.reference_accuracy = self.measure_eval_accuracy()
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self.eval_names()[dataloader_idx]

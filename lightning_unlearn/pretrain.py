@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_unlearn.io import atomic_save
+
 
 def train_classifier(
     model: nn.Module,
@@ -71,9 +73,7 @@ def cached_classifier(
     train_classifier(model.to(device), x, y, epochs=epochs, seed=seed)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        atomic_save(model.state_dict(), path)
     return model
 
 

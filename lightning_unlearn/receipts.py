@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lightning_unlearn.io import atomic_write_text, json_safe
 
 RECEIPT_VERSION = 1
 
@@ -83,7 +84,7 @@ class DeletionReceipt:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, ready for JSON (``nan`` becomes ``None``)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeletionReceipt:
@@ -129,6 +130,46 @@ def make_receipt(
     )
 
 
+def gather_instances(x: Tensor, y: Tensor, world_size: int) -> tuple[Tensor, Tensor]:
+    """Every process's forget inputs and labels, concatenated in rank order on CPU (as they are with one process).
+
+    Examples:
+        >>> gather_instances(torch.zeros(2, 3), torch.tensor([0, 1]), world_size=1)[1].tolist()
+        [0, 1]
+    """
+    if world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return x, y
+    shards: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(shards, (x.cpu(), y.cpu()))
+    return torch.cat([s[0] for s in shards]), torch.cat([s[1] for s in shards])
+
+
+def write_request_receipt(
+    directory: str | os.PathLike[str],
+    forget: tuple[Tensor, Tensor, Tensor | None],
+    model_before: Mapping[str, Tensor],
+    model: nn.Module,
+    method: dict[str, Any],
+    summary: dict[str, Any],
+    world_size: int = 1,
+    rank: int = 0,
+) -> Path | None:
+    """The receipt of one request, over the forget instances of every process, written by rank zero (every process
+    calls it together).
+
+    Returns:
+        The receipt's path on rank zero, ``None`` on the other ranks.
+    """
+    x, y, t = forget
+    x, y = gather_instances(x, y, world_size)
+    if rank != 0:
+        return None
+    mode = "relabel" if t is not None else "misclassify"
+    before, after = model_hash(model_before), model_hash(model)
+    receipt = make_receipt(x, y, mode, model_before=before, model_after=after, method=method, summary=summary)
+    return write_receipt(receipt, directory)
+
+
 def write_receipt(receipt: DeletionReceipt, directory: str | os.PathLike[str]) -> Path:
     """Write ``<request_id>.json`` atomically (temporary file + rename) and append it to ``receipts.jsonl``.
 
@@ -149,21 +190,6 @@ def write_receipt(receipt: DeletionReceipt, directory: str | os.PathLike[str]) -
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def read_receipt(path: str | os.PathLike[str]) -> DeletionReceipt:
     """Load a receipt written by :func:`write_receipt`."""
     return DeletionReceipt.from_dict(json.loads(Path(path).read_text()))
@@ -178,7 +204,7 @@ def verify_receipt(
     every instance is unlearned by the model (misclassified, or predicted as its target in relabel mode).
     """
     from lightning_unlearn.functional.evaluation import predict
-    from lightning_unlearn.functional.losses import is_unlearned
+    from lightning_unlearn.functional.metrics import is_unlearned
 
     problems = []
     if model_hash(model) != receipt.model_after:
@@ -197,13 +223,3 @@ def verify_receipt(
     if not bool(done.all()):
         problems.append(f"{int((~done).sum())} of {len(done)} instances are not unlearned by the model")
     return problems
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

@@ -1,4 +1,4 @@
-"""Baselines as pluggable callbacks, on digits."""
+"""Baselines as plugins of InstanceUnlearning, on digits."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ class _Terms(Callback):
         self.grads.append({n: p.grad.clone() for n, p in pl_module.classifier.named_parameters() if p.grad is not None})
 
 
-def _fit(digits, model, callbacks, k=8, **module_kwargs):
+def _fit(digits, model, plugins, callbacks=(), k=8, **module_kwargs):
     index = forget_indices(len(digits.y_train), k, seed=1)
     x, y = digits.x_train[index], digits.y_train[index]
     module = UnlearningModule(model, num_classes=10, **module_kwargs)
-    unlearning = InstanceUnlearning(anchors=None, max_steps=300, seed=0)
+    unlearning = InstanceUnlearning(anchors=None, max_steps=300, seed=0, plugins=plugins)
     trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, *callbacks], **quiet_trainer_kwargs())
     trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=k))
     return unlearning, module, x, y
@@ -54,7 +54,7 @@ def test_random_label_loss_never_targets_the_label() -> None:
 def test_salun_style_random_labels_with_saliency_mask(digits, digits_cnn) -> None:
     spy = _Terms()
     mask = SaliencyMask(fraction=0.3)
-    unlearning, _, x, y = _fit(digits, digits_cnn, [mask, spy], forget_loss="random_label", lr=1e-3)
+    unlearning, _, x, y = _fit(digits, digits_cnn, [mask], [spy], forget_loss="random_label", lr=1e-3)
     assert unlearning.summary is not None and unlearning.summary.unlearned
     assert accuracy(digits_cnn, x, y) == 0.0
     kept = sum(int(m.sum()) for m in spy_mask(spy))
@@ -74,11 +74,9 @@ def test_l1_sparse_term_is_added_and_forgets(digits, digits_cnn) -> None:
     l1 = L1Sparse(strength=1e-4)
     expected = 1e-4 * sum(float(p.abs().sum()) for p in digits_cnn.parameters())
     module = UnlearningModule(digits_cnn, num_classes=10)
-    l1.on_train_start(None, module)  # type: ignore[arg-type]
-    assert module.loss_terms == ("l1",)
-    assert float(module._loss_terms["l1"]()) == pytest.approx(expected, rel=1e-5)
-    l1.on_train_end(None, module)  # type: ignore[arg-type]
-    unlearning, module, _, _ = _fit(digits, digits_cnn, [l1, spy], lr=1e-3)
+    assert l1.adds_loss() and l1.name == "l1"
+    assert float(l1.loss_term(module)) == pytest.approx(expected, rel=1e-5)
+    unlearning, module, _, _ = _fit(digits, digits_cnn, [l1], [spy], lr=1e-3)
     assert spy.terms[0] == ("l1",) and module.loss_terms == ()
     assert unlearning.summary is not None and unlearning.summary.unlearned
 
@@ -91,7 +89,7 @@ def test_retain_loss_keeps_accuracy_better_than_negative_gradient_alone(digits, 
     plain = pytest.importorskip("copy").deepcopy(digits_cnn)
     _fit(digits, plain, [], k=16, forget_loss="neg_ce", project_gradients=False, lr=1e-3)
     spy = _Terms()
-    _fit(digits, digits_cnn, [RetainLoss(retain), spy], k=16, forget_loss="neg_ce", project_gradients=False, lr=1e-3)
+    _fit(digits, digits_cnn, [RetainLoss(retain)], [spy], k=16, forget_loss="neg_ce", project_gradients=False, lr=1e-3)
     assert spy.terms[0] == ("retain_loss",)
     with_retain = accuracy(digits_cnn, digits.x_test, digits.y_test)
     alone = accuracy(plain, digits.x_test, digits.y_test)

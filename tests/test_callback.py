@@ -410,6 +410,6 @@ def test_stall_rule_halves_the_anchor_weight_down_to_its_floor(
         trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=4))
     said = [r.getMessage() for r in caplog.records if "anchor weight scaled to" in r.getMessage()]
     assert [m.rsplit(" ", 1)[-1] for m in said] == [f"{2.0**-i:g}." for i in range(1, 11)]
-    assert callback._anchor_scale == 1 / 1024
+    assert callback.anchors is not None and callback.anchors.scale == 1 / 1024
     summary = callback.summary
     assert summary is not None and not summary.unlearned and summary.restored

@@ -15,8 +15,8 @@ from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, Unle
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.importance import gradient_mask, mas_importance_sum
 from lightning_unlearn.functional.pgd import eval_mode
-from lightning_unlearn.importance import snapshot, zeros_like_params
 from tests.conftest import forget_indices, quiet_trainer_kwargs
+from tests.helpers import snapshot, zeros_like_params
 
 
 def _forget(digits: Split, k: int = 8) -> tuple[Tensor, Tensor]:

@@ -55,3 +55,18 @@ def linear_surrogate(params: Sequence[Tensor], gradient: Tensor) -> Tensor:
         offset += n
     assert total is not None
     return total
+
+
+def projected_surrogate(forget: Tensor, protect: Tensor, params: Sequence[Tensor]) -> Tensor:
+    """PCGrad on two losses: a scalar whose gradient is the forget gradient without its component against the
+    protective gradient, plus the protective gradient (one extra backward pass).
+
+    Examples:
+        >>> p = torch.tensor([1.0, 1.0], requires_grad=True)
+        >>> projected_surrogate((p * torch.tensor([1.0, -1.0])).sum(), p[1], [p]).backward()
+        >>> p.grad.tolist()
+        [1.0, 1.0]
+    """
+    g_forget = flat_gradient(forget, params, retain_graph=True)
+    g_protect = flat_gradient(protect, params)
+    return linear_surrogate(params, project_conflicting(g_forget, g_protect) + g_protect)

@@ -1,0 +1,15 @@
+"""Plugins: each part of an unlearning method, run by :class:`~lightning_unlearn.InstanceUnlearning`.
+
+The method's own parts live next to what they wrap (:class:`~lightning_unlearn.PGDAnchors` in ``anchors.py``,
+:class:`~lightning_unlearn.MASImportance` in ``importance.py``); the baselines and the replay of kept forget data live
+here. Write your own by subclassing :class:`UnlearningPlugin`.
+"""
+
+from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.plugins.l1 import L1Sparse
+from lightning_unlearn.plugins.mask import WeightScores
+from lightning_unlearn.plugins.replay import ForgetReplay
+from lightning_unlearn.plugins.retain import RetainLoss
+from lightning_unlearn.plugins.saliency import SaliencyMask
+
+__all__ = ["ForgetReplay", "L1Sparse", "RetainLoss", "SaliencyMask", "UnlearningPlugin", "WeightScores"]

@@ -1,0 +1,118 @@
+"""The plugin interface: one part of a method (anchors, importance, replay, a baseline) per plugin."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightning as L
+    from torch import Tensor
+
+    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import Request
+
+
+class UnlearningPlugin:
+    """One part of an unlearning method, run by :class:`~lightning_unlearn.InstanceUnlearning` inside each request.
+
+    The lifecycle of a request, and what a plugin may do at each point (override only what you need):
+
+    1. :meth:`setup` once at the start, with the classifier holding its **original** weights (also when a request
+       resumes from a checkpoint): generate, estimate or cache what the plugin needs from the forget set
+       (``request.forget``) and the model. Reduce across processes through ``trainer.strategy`` where a value must
+       agree on every process; draw randomness from ``request.generator(offset)`` (seeded per request and process).
+    2. :meth:`loss_term` at every training step: a scalar (already weighted) added to the forget loss and logged as
+       ``train/{name}``, or ``None`` for no term. Its gradient counts as *protection*
+       (``UnlearningModule(project_gradients=True)`` removes the part of the forget gradient that fights it).
+    3. :meth:`before_optimizer_step` after backward (gradients unscaled and all-reduced): edit gradients in place.
+    4. :meth:`measure` at the start and end of the request and at each validation: values for the summary and logs;
+       :meth:`step_metrics` at each logging step.
+    5. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
+
+    :meth:`state_dict` / :meth:`load_state_dict` save and restore what a resumed request needs (``load_state_dict``
+    runs before :meth:`setup`: keep the values and apply them there). :meth:`hparams` (public attributes by default)
+    goes into deletion receipts; keep per-request state in ``_private`` attributes so it stays out of them.
+
+    Attributes:
+        name: the loss term's name (logged as ``train/{name}``); unique among a callback's plugins.
+        supports_distributed: whether the plugin is correct under data-parallel strategies (DDP).
+
+    Examples:
+        A plugin that keeps the final layer's bias near its original value:
+
+        >>> import torch
+        >>> class HoldBias(UnlearningPlugin):
+        ...     name = "hold_bias"
+        ...
+        ...     def __init__(self, weight: float = 1.0) -> None:
+        ...         self.weight = weight
+        ...         self._reference: torch.Tensor | None = None
+        ...
+        ...     def setup(self, request, module, trainer):
+        ...         self._reference = module.classifier[-1].bias.detach().clone()
+        ...
+        ...     def loss_term(self, module):
+        ...         return self.weight * (module.classifier[-1].bias - self._reference).pow(2).sum()
+        ...
+        ...     def teardown(self, module):
+        ...         self._reference = None
+        >>> from lightning_unlearn import InstanceUnlearning
+        >>> callback = InstanceUnlearning(plugins=[HoldBias(weight=0.1)])
+        >>> [type(p).__name__ for p in callback.plugins]
+        ['PGDAnchors', 'HoldBias']
+        >>> HoldBias(weight=0.1).hparams()
+        {'weight': 0.1}
+    """
+
+    name: str = "plugin"
+    supports_distributed: bool = True
+
+    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        """Prepare for ``request`` (classifier at its original weights; every process calls it together)."""
+
+    def loss_term(self, module: UnlearningModule) -> Tensor | None:
+        """This step's loss term (a weighted scalar), or ``None`` for none."""
+        return None
+
+    def adds_loss(self) -> bool:
+        """Whether :meth:`loss_term` contributes a term (registered with the module as ``name``); by default,
+        whether the subclass overrides :meth:`loss_term`.
+        """
+        return type(self).loss_term is not UnlearningPlugin.loss_term
+
+    def before_optimizer_step(self, module: UnlearningModule) -> None:
+        """Edit the gradients of ``module.classifier`` in place before the optimizer step."""
+
+    def measure(self, module: UnlearningModule) -> dict[str, float]:
+        """Values to report in the request summary (``before``/``after``) and at each validation."""
+        return {}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Values to log at each logging step (e.g. ``train/anchor_scale``)."""
+        return {}
+
+    def scale_protection(self, factor: float) -> float | None:
+        """Scale this plugin's protective weight by ``factor`` (the stall rule); returns the new scale, or ``None``
+        if the plugin has no weight to scale.
+        """
+        return None
+
+    def teardown(self, module: UnlearningModule) -> None:
+        """Drop per-request state at the end of the request."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed request needs (plain values and CPU tensors)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Keep ``state`` for the next :meth:`setup`."""
+
+    def hparams(self) -> dict[str, Any]:
+        """The configuration (public attributes of plain types), written into deletion receipts."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
