@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -16,8 +17,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
+from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.cli import main as cli_main
+from lightning_unlearn.io import json_safe
 from lightning_unlearn.receipts import model_hash, read_receipt, write_receipt
 from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
 
@@ -255,3 +257,45 @@ def test_bad_arguments_raise_before_anything_changes(digits_cnn, build, message)
         build(digits_cnn)
     digits_cnn.requires_grad_(True)
     assert model_hash(digits_cnn) == before
+
+
+def _resumable_fit(digits, classifier, tmp_path: Path, ckpt_path: str | None = None):
+    L.seed_everything(0, verbose=False)
+    index = forget_indices(len(digits.y_train), 12, seed=3)
+    anchors = PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin")
+    callback = InstanceUnlearning(anchors=anchors, importance=MASImportance(), max_drop=0.5, seed=0)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=2, save_top_k=-1, save_last=False
+    )
+    kwargs = {**quiet_trainer_kwargs(), "enable_checkpointing": True}
+    trainer = L.Trainer(max_epochs=-1, check_val_every_n_epoch=1000, callbacks=[callback, checkpoint], **kwargs)
+    module = UnlearningModule(classifier, num_classes=10)
+    rest = torch.ones(len(digits.y_train), dtype=torch.bool)
+    rest[index] = False
+    evaluation = {
+        "retain": DataLoader(TensorDataset(digits.x_train[rest][:300], digits.y_train[rest][:300]), batch_size=100),
+        "test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=200),
+    }
+    forget = ForgetSet(digits.x_train[index], digits.y_train[index])
+    trainer.fit(module, DataLoader(forget, batch_size=12), val_dataloaders=evaluation, ckpt_path=ckpt_path)
+    return callback, module
+
+
+def test_resume_mid_request_measures_the_reference_on_the_original_weights(digits, digits_cnn, tmp_path) -> None:
+    """The callback's ``on_train_start`` runs before the module's: on resume the partly unlearned weights are loaded
+    first. The reference accuracy, ``summary.before`` and the final weights must still equal an uninterrupted run's."""
+    fresh = copy.deepcopy(digits_cnn)
+    straight, straight_module = _resumable_fit(digits, digits_cnn, tmp_path / "straight")
+    summary = straight.summary
+    assert summary is not None and summary.unlearned and summary.steps > 4
+    assert straight_module.reference_accuracy["retain"] == 1.0
+    resumed, resumed_module = _resumable_fit(
+        digits, fresh, tmp_path / "resumed", ckpt_path=str(tmp_path / "straight" / "ckpt" / "step=4.ckpt")
+    )
+    again = resumed.summary
+    assert again is not None and again.unlearned
+    assert resumed_module.reference_accuracy == straight_module.reference_accuracy
+    assert json_safe(again.before) == json_safe(summary.before) and again.before["retain/acc"] == 1.0
+    assert (again.steps, again.anchors, again.remaining_before) == (summary.steps, summary.anchors, 12)
+    assert json_safe(again.after) == json_safe(summary.after)
+    assert model_hash(fresh) == model_hash(digits_cnn)
