@@ -36,9 +36,10 @@ from torchvision.transforms import Normalize
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.baselines import L1Sparse, RetainLoss, SaliencyMask
 from lightning_unlearn.datasets import Split, load_cifar10_split, load_digits_split, load_mnist5k_split
-from lightning_unlearn.functional import forget_loss
-from lightning_unlearn.functional.evaluation import accuracy
-from lightning_unlearn.functional.projection import flat_gradient, linear_surrogate, project_conflicting
+from lightning_unlearn.functional.evaluation import accuracy, predict
+from lightning_unlearn.functional.metrics import is_unlearned
+from lightning_unlearn.functional.projection import projected_surrogate
+from lightning_unlearn.functional.stall import StallRule
 from lightning_unlearn.metrics import mia_efficacy
 from lightning_unlearn.models import small_cnn
 from lightning_unlearn.plugins import UnlearningPlugin
@@ -95,7 +96,10 @@ def lightning_request(
 
 
 def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> dict[str, Any]:
-    """The package default computation (anchors, margin loss, PCGrad, stall rule), as a plain PyTorch loop."""
+    """The package default computation (anchors, margin loss, PCGrad, stall rule) as a plain PyTorch loop, built from
+    the same pieces as the Lightning path: the anchor plugin's sampling and scale, the module's forget term, the
+    projection and the stall rule.
+    """
     started = time.perf_counter()
     default = UnlearningModule(classifier, num_classes=10)
     callback = InstanceUnlearning()
@@ -108,27 +112,22 @@ def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> d
     params = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=default.lr, weight_decay=default.weight_decay)
     classifier.eval()  # BatchNorm in eval mode, as the module's default
-    steps, scale, best, best_step = 0, 1.0, len(y) + 1, 0
-    done = False
+    stall = StallRule(callback.stall_patience)
+    steps, done = 0, False
     while steps < MAX_STEPS and not done:
-        lf = forget_loss(classifier(x), y, None, kind=default.forget_loss_kind, margin=default.margin)
-        index = torch.randint(0, len(pool), (min(anchors.batch_size, len(pool)),), generator=batch_gen)
-        la = scale * anchors.weight * anchors.loss_on(classifier(pool.inputs[index]), pool, index)
+        lf = default.forget_term(classifier(x), y)
+        la = anchors.scale * anchors.weight * anchors.batch_loss(classifier, pool, batch_gen)
         optimizer.zero_grad()
         if lf.requires_grad and float(lf) != 0:
-            g_forget = flat_gradient(lf, params, retain_graph=True)
-            g_anchor = flat_gradient(la, params)
-            linear_surrogate(params, project_conflicting(g_forget, g_anchor) + g_anchor).backward()
+            projected_surrogate(lf, la, params).backward()
         else:
             la.backward()
         optimizer.step()
         steps += 1
-        remaining = int((~default.unlearned(x, y)).sum())
+        remaining = int((~is_unlearned(predict(classifier, x), y)).sum())
         done = remaining == 0
-        if remaining < best:
-            best, best_step = remaining, steps
-        elif callback.stall_patience is not None and steps - best_step >= callback.stall_patience:
-            scale, best_step = max(scale / 2, 1 / 1024), steps
+        if stall.update(remaining, steps):
+            anchors.scale_protection(0.5)
     return {"steps": steps, "seconds": time.perf_counter() - started, "unlearned": done, "setup_seconds": float("nan")}
 
 
