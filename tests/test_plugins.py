@@ -1,0 +1,94 @@
+"""The plugin interface: a user plugin inside a request, its lifecycle, names, state and errors."""
+
+from __future__ import annotations
+
+import re
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_unlearn import ForgetSet, InstanceUnlearning, UnlearningModule
+from lightning_unlearn.plugins import UnlearningPlugin
+from tests.conftest import forget_indices, quiet_trainer_kwargs
+
+
+class HoldHead(UnlearningPlugin):
+    """Keeps the last layer near its original weights; records its lifecycle."""
+
+    name = "hold_head"
+
+    def __init__(self, weight: float = 1.0) -> None:
+        self.weight = weight
+        self._reference: list[Tensor] | None = None
+        self._calls: list[str] = []  # private: kept out of hparams()
+        self._setup_request: object = None
+
+    def setup(self, request, module, trainer) -> None:
+        self._calls.append("setup")
+        self._setup_request = request
+        self._reference = [p.detach().clone() for p in module.classifier[-1].parameters()]
+
+    def loss_term(self, module) -> Tensor:
+        assert self._reference is not None
+        head = module.classifier[-1].parameters()
+        return self.weight * sum((p - r).pow(2).sum() for p, r in zip(head, self._reference))
+
+    def before_optimizer_step(self, module) -> None:
+        if self._calls[-1] != "step":
+            self._calls.append("step")
+
+    def measure(self, module) -> dict[str, float]:
+        return {
+            "head/moved": float(
+                sum((p - r).abs().sum() for p, r in zip(module.classifier[-1].parameters(), self._reference or []))
+            )
+        }
+
+    def teardown(self, module) -> None:
+        self._calls.append("teardown")
+        self._reference = None
+
+
+class _Terms(L.Callback):
+    def __init__(self) -> None:
+        self.terms: list[tuple[str, ...]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, *args: object) -> None:
+        self.terms.append(pl_module.loss_terms)
+
+
+def test_a_user_plugin_runs_inside_the_request(digits, digits_cnn) -> None:
+    index = forget_indices(len(digits.y_train), 4, seed=2)
+    plugin, spy = HoldHead(weight=0.1), _Terms()
+    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0, plugins=[plugin])
+    assert callback.plugins == [plugin] and plugin.adds_loss()
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, spy], **quiet_trainer_kwargs())
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    trainer.fit(module, DataLoader(ForgetSet(digits.x_train[index], digits.y_train[index]), batch_size=4))
+    summary = callback.summary
+    assert summary is not None and summary.unlearned
+    assert plugin._calls == ["setup", "step", "teardown"]
+    assert spy.terms[0] == ("hold_head",) and module.loss_terms == ()
+    assert summary.before["head/moved"] == 0.0 and summary.after["head/moved"] > 0.0
+    assert plugin.hparams() == {"weight": 0.1}  # per-request state stays out of receipts
+
+
+def test_plugin_names_must_be_unique_and_plugins_typed() -> None:
+    with pytest.raises(ValueError, match=re.escape("plugin names must be unique (they name the loss terms)")):
+        InstanceUnlearning(plugins=[HoldHead(), HoldHead()])
+    with pytest.raises(ValueError, match=re.escape("`plugins` must hold UnlearningPlugin instances, got int.")):
+        InstanceUnlearning(plugins=[3])  # type: ignore[list-item]
+
+
+def test_the_base_plugin_does_nothing(digits_cnn) -> None:
+    plugin = UnlearningPlugin()
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    assert not plugin.adds_loss() and plugin.loss_term(module) is None
+    assert plugin.measure(module) == {} and plugin.step_metrics() == {} and plugin.state_dict() == {}
+    assert plugin.scale_protection(0.5) is None
+    before = [p.detach().clone() for p in digits_cnn.parameters()]
+    plugin.before_optimizer_step(module)
+    assert all(torch.equal(a, b) for a, b in zip(before, digits_cnn.parameters()))
