@@ -29,7 +29,7 @@ from lightning_unlearn.functional.evaluation import accuracy
 from lightning_unlearn.pretrain import pretrained_digits_cnn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unlearn_digits import _trainer  # the same quiet single-CPU Trainer as the single-request benchmark
+from unlearn_digits import quiet_trainer  # the same quiet single-CPU Trainer as the single-request benchmark
 
 SETTINGS = {"default": False, "keep_forget_data": True}
 
@@ -54,7 +54,7 @@ def run_sequence(
     rows = []
     for r, (x, y) in enumerate(requests):
         started = time.perf_counter()
-        _trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
+        quiet_trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
         summary = callback.summary
         assert summary is not None
         earlier = [accuracy(classifier, xe, ye) for xe, ye in requests[:r]]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unlearn_digits import MODELS, _machine, lightning_request, load_task
+from unlearn_digits import MODELS, lightning_request, load_task, machine_info
 
 from lightning_unlearn import ForgetSet, MASImportance, PGDAnchors
 from lightning_unlearn.functional.evaluation import accuracy
@@ -155,7 +155,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = run(args.dataset, args.model, args.k, args.seeds, args.variants)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "machine": _machine()}, indent=1))
+    args.out.write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=1))
     print(report(rows))
 
 

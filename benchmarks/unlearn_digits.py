@@ -48,7 +48,7 @@ from lightning_unlearn.pretrain import cached_classifier, pretrained_digits_cnn,
 MAX_STEPS = 2000
 
 
-def _trainer(callback: InstanceUnlearning, accelerator: str = "cpu") -> L.Trainer:
+def quiet_trainer(callback: InstanceUnlearning, accelerator: str = "cpu") -> L.Trainer:
     return L.Trainer(
         max_epochs=-1,
         callbacks=[callback],
@@ -82,7 +82,7 @@ def lightning_request(
     )
     module = UnlearningModule(classifier, num_classes=10, **module_kwargs)
     started = time.perf_counter()
-    trainer = _trainer(callback, accelerator=accelerator)
+    trainer = quiet_trainer(callback, accelerator=accelerator)
     trainer.fit(module, DataLoader(forget, batch_size=len(forget)))
     seconds = time.perf_counter() - started
     summary = callback.summary
@@ -410,11 +410,11 @@ def main() -> None:
         args.accelerator,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "machine": _machine()}, indent=1))
+    args.out.write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=1))
     print(table(rows))
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     import os
     import platform
 
