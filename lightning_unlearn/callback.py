@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing_extensions import override
 
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.importance import MASImportance
-from lightning_unlearn.io import atomic_write_text, json_safe
 from lightning_unlearn.module import UnlearningModule
-from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.plugins.base import UnlearningPlugin, check_plugins
 from lightning_unlearn.plugins.replay import ForgetReplay
 from lightning_unlearn.receipts import write_request_receipt
+from lightning_unlearn.report import plot_trace, write_summary
 from lightning_unlearn.request import ForgetPart, Request, RequestSummary
 from lightning_unlearn.spawn import SpawnSafeGenerators, register_receiver, return_to_main_process
 
@@ -95,9 +94,6 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             raise ValueError(f"`anchors` must be a PGDAnchors, 'default' or None, got {type(anchors).__name__}.")
         if importance is not None and not isinstance(importance, MASImportance):
             raise ValueError(f"`importance` must be a MASImportance or None, got {type(importance).__name__}.")
-        bad = [type(p).__name__ for p in plugins if not isinstance(p, UnlearningPlugin)]
-        if bad:
-            raise ValueError(f"`plugins` must hold UnlearningPlugin instances, got {', '.join(bad)}.")
         for name, value in (("max_steps", max_steps), ("check_every_n_steps", check_every_n_steps)):
             if value <= 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
@@ -107,10 +103,9 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             raise ValueError(f"`max_drop` must be in [0, 1] or None, got {max_drop}.")
         self.anchors: PGDAnchors | None = anchors
         self.importance: MASImportance | None = importance
-        self.plugins: list[UnlearningPlugin] = [p for p in (anchors, importance) if p is not None] + list(plugins)
-        names = [p.name for p in [*self.plugins, ForgetReplay()]]
-        if len(set(names)) != len(names):
-            raise ValueError(f"plugin names must be unique (they name the loss terms), got {names[:-1]}.")
+        self.plugins = check_plugins(
+            [p for p in (anchors, importance) if p is not None] + list(plugins), ForgetReplay()
+        )
         self.max_steps, self.check_every_n_steps = int(max_steps), int(check_every_n_steps)
         self.restore_on_failure, self.max_drop, self.stall_patience = restore_on_failure, max_drop, stall_patience
         self.keep_forget_data = keep_forget_data
@@ -268,18 +263,10 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
 
     def save_summary(self, path: str | Path) -> Path:
         """Write the summaries of all requests and the trace of logged values as JSON (call it on rank zero)."""
-        file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"requests": [s.to_dict() for s in self.history], "trace": self.trace}
-        atomic_write_text(file, json.dumps(json_safe(payload), indent=1) + "\n")
-        return file
+        return write_summary([s.to_dict() for s in self.history], self.trace, path)
 
     def plot(self, path: str | Path) -> Path:
-        """Plot forget accuracy, evaluation accuracies and anchor agreement against steps as a PNG (needs
-        matplotlib: ``pip install 'lightning-unlearn[demo]'``).
-        """
-        from lightning_unlearn.report import plot_trace
-
+        """Plot the trace against steps as a PNG (needs matplotlib: ``pip install 'lightning-unlearn[demo]'``)."""
         return plot_trace(self.trace, path)
 
     # ------------------------------------------------------------------------------------------------- internals

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from lightning_unlearn.io import atomic_write_text, json_safe
+
+
+def write_summary(requests: Sequence[dict[str, Any]], trace: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Write request summaries and a trace of logged values as JSON (atomically; ``nan`` as ``null``).
+
+    Examples:
+        >>> import tempfile
+        >>> trace = [{"step": 1.0, "forget/acc": float("nan")}]
+        >>> file = write_summary([{"k": 1}], trace, Path(tempfile.mkdtemp()) / "s.json")
+        >>> json.loads(file.read_text())["trace"]
+        [{'step': 1.0, 'forget/acc': None}]
+    """
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(file, json.dumps(json_safe({"requests": list(requests), "trace": list(trace)}), indent=1) + "\n")
+    return file
 
 
 def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:

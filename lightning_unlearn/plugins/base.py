@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -110,6 +111,27 @@ class UnlearningPlugin:
     def hparams(self) -> dict[str, Any]:
         """The configuration (public attributes of plain types), written into deletion receipts."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}
+
+
+def check_plugins(plugins: Sequence[Any], *reserved: UnlearningPlugin) -> list[UnlearningPlugin]:
+    """``plugins`` as a list, checked: all plugins, their names unique and none taken by ``reserved`` plugins.
+
+    Raises:
+        ValueError: naming the values that are not plugins, or the names.
+
+    Examples:
+        >>> check_plugins([3])
+        Traceback (most recent call last):
+        ...
+        ValueError: `plugins` must hold UnlearningPlugin instances, got int.
+    """
+    bad = [type(p).__name__ for p in plugins if not isinstance(p, UnlearningPlugin)]
+    if bad:
+        raise ValueError(f"`plugins` must hold UnlearningPlugin instances, got {', '.join(bad)}.")
+    names = [p.name for p in [*plugins, *reserved]]
+    if len(set(names)) != len(names):
+        raise ValueError(f"plugin names must be unique (they name the loss terms), got {names[: len(plugins)]}.")
+    return list(plugins)
 
 
 def _plain(value: Any) -> bool:
