@@ -203,9 +203,16 @@ def test_two_processes_match_one_process(runs_k16: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- strategy="ddp_spawn"
+def _generators(module: UnlearningModule, callback: InstanceUnlearning) -> tuple[torch.Generator, ...]:
+    """The generators the module and the callback's plugins hold between requests (the anchor sampler's, in its
+    plugin; the anchors' own generator is made from the seed at each request)."""
+    assert callback.anchors is not None
+    return (module._label_generator, callback.anchors._batch_generator)
+
+
 def _draws_in_child(objects: tuple[UnlearningModule, InstanceUnlearning], queue: Any) -> None:
     module, callback = objects
-    generators = (module._label_generator, callback._anchor_generator, callback._batch_generator)
+    generators = _generators(module, callback)
     queue.put([torch.rand(3, generator=g).tolist() for g in generators])
 
 
@@ -215,7 +222,7 @@ def test_module_and_callback_reach_a_spawned_process(digits_cnn: nn.Module) -> N
     (``RuntimeError: unable to resize file`` / ``ValueError: bad value(s) in fds_to_keep``). The generators arrive with
     their state."""
     module, callback = UnlearningModule(digits_cnn, num_classes=10), request_callback()
-    generators = (module._label_generator, callback._anchor_generator, callback._batch_generator)
+    generators = _generators(module, callback)
     for seed, generator in enumerate(generators):
         torch.rand(5, generator=generator.manual_seed(seed))  # a state other than the seed's
     context = torch.multiprocessing.get_context("spawn")
