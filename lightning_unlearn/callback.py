@@ -10,7 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
@@ -278,41 +278,22 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
     def _builtin(self) -> int:
         return (self.anchors is not None) + (self.importance is not None)
 
-    @property
-    def _extra(self) -> bool:
-        return len(self.plugins) > self._builtin
-
     def _finish(
         self, trainer: L.Trainer, pl_module: UnlearningModule, failure: str | None, receipt: bool = True
     ) -> None:
         request, self._request = self._request, None
         assert request is not None
-        summary = request.close(failure)
-        if failure is not None and self.restore_on_failure:
-            request.restore(pl_module.classifier)
-            summary.restored, summary.after = True, {**summary.after, **summary.before}
-            rank_zero_warn(
-                f"Unlearning request {summary.request} failed ({failure}); the original weights were restored (pass"
-                " restore_on_failure=False to keep the partial result, or raise max_steps / the Trainer's max_epochs)."
-            )
-        elif failure is not None:
-            rank_zero_warn(f"Unlearning request {summary.request} failed ({failure}); keeping the partial result.")
-        else:
-            rank_zero_info(
-                f"Unlearning request {summary.request}: {summary.k}/{summary.k} instances unlearned in"
-                f" {summary.steps} steps, {summary.seconds:.2f}s."
-            )
+        summary = request.close(pl_module, failure, restore=self.restore_on_failure)
         request.end(pl_module)
         if self.receipt_dir is not None and receipt:
+            extra = self.plugins[self._builtin :]
             method = {
                 "module": dict(pl_module.hparams),
-                **{
-                    n: None if p is None else p.hparams()
-                    for n, p in (("anchors", self.anchors), ("importance", self.importance))
-                },
+                "anchors": None if self.anchors is None else self.anchors.hparams(),
+                "importance": None if self.importance is None else self.importance.hparams(),
                 "max_steps": self.max_steps,
                 "seed": self.seed,
-                **({"plugins": {p.name: p.hparams() for p in self.plugins[self._builtin :]}} if self._extra else {}),
+                **({"plugins": {p.name: p.hparams() for p in extra}} if extra else {}),
             }
             args = (request.forget, request.original, pl_module.classifier, method, summary.to_dict())
             path = write_request_receipt(self.receipt_dir, *args, trainer.world_size, trainer.global_rank)

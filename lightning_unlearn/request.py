@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_unlearn.functional.stall import StallRule
@@ -198,11 +198,27 @@ class Request:
                 return f"{name} accuracy dropped by {drop:.4f} > max_drop={max_drop}"
         return None
 
-    def close(self, failure: str | None) -> RequestSummary:
-        """Fill in the summary's closing counts and outcome; returns it."""
+    def close(self, module: UnlearningModule, failure: str | None, restore: bool = True) -> RequestSummary:
+        """Fill in the summary's closing counts and outcome; on failure put the original weights back if ``restore``
+        (the summary's ``after`` then equals ``before``). Says what happened; returns the summary.
+        """
         summary = self.summary
         summary.steps, summary.seconds, summary.remaining_after = self.steps, self.elapsed, max(self.remaining, 0)
         summary.unlearned, summary.failure = failure is None, failure
+        if failure is not None and restore:
+            self.restore(module.classifier)
+            summary.restored, summary.after = True, {**summary.after, **summary.before}
+            rank_zero_warn(
+                f"Unlearning request {summary.request} failed ({failure}); the original weights were restored (pass"
+                " restore_on_failure=False to keep the partial result, or raise max_steps / the Trainer's max_epochs)."
+            )
+        elif failure is not None:
+            rank_zero_warn(f"Unlearning request {summary.request} failed ({failure}); keeping the partial result.")
+        else:
+            rank_zero_info(
+                f"Unlearning request {summary.request}: {summary.k}/{summary.k} instances unlearned in"
+                f" {summary.steps} steps, {summary.seconds:.2f}s."
+            )
         return summary
 
     def check(self, module: UnlearningModule) -> dict[str, float]:
