@@ -92,3 +92,19 @@ def test_the_base_plugin_does_nothing(digits_cnn) -> None:
     before = [p.detach().clone() for p in digits_cnn.parameters()]
     plugin.before_optimizer_step(module)
     assert all(torch.equal(a, b) for a, b in zip(before, digits_cnn.parameters()))
+
+
+def test_receipts_name_extra_plugins_with_their_plain_settings(digits, digits_cnn, tmp_path) -> None:
+    from lightning_unlearn.baselines import L1Sparse, RetainLoss
+    from lightning_unlearn.receipts import read_receipt
+
+    index = forget_indices(len(digits.y_train), 4, seed=2)
+    retain = DataLoader(ForgetSet(digits.x_train[:32], digits.y_train[:32]), batch_size=16)
+    plugins = [L1Sparse(strength=1e-5), RetainLoss(retain, weight=0.5)]
+    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0, plugins=plugins, receipt_dir=tmp_path)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    module = UnlearningModule(digits_cnn, num_classes=10, lr=1e-3)
+    trainer.fit(module, DataLoader(ForgetSet(digits.x_train[index], digits.y_train[index]), batch_size=4))
+    method = read_receipt(callback.receipts[0]).method
+    assert method["anchors"] is None and method["importance"] is None
+    assert method["plugins"] == {"l1": {"strength": 1e-5}, "retain_loss": {"weight": 0.5}}  # the loader stays out

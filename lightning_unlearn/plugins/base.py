@@ -20,8 +20,12 @@ class UnlearningPlugin:
 
     1. :meth:`setup` once at the start, with the classifier holding its **original** weights (also when a request
        resumes from a checkpoint): generate, estimate or cache what the plugin needs from the forget set
-       (``request.forget``) and the model. Reduce across processes through ``trainer.strategy`` where a value must
-       agree on every process; draw randomness from ``request.generator(offset)`` (seeded per request and process).
+       (``request.forget``; ``request.kept`` holds earlier requests' sets with ``keep_forget_data``) and the model,
+       e.g. the pre-trained outputs a distillation term needs. Reduce across processes through ``trainer.strategy``
+       where a value must agree on every process; draw randomness from ``request.generator(offset)`` (seeded per
+       request and process; :class:`~lightning_unlearn.PGDAnchors` takes offsets 0 and 1, pick others). The
+       reference metrics (``request.before``) are measured after every plugin's setup, so they include your
+       :meth:`measure`.
     2. :meth:`loss_term` at every training step: a scalar (already weighted) added to the forget loss and logged as
        ``train/{name}``, or ``None`` for no term. Its gradient counts as *protection*
        (``UnlearningModule(project_gradients=True)`` removes the part of the forget gradient that fights it).
