@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -200,8 +201,10 @@ def verify_receipt(
 ) -> list[str]:
     """Check a model and forget data against a receipt; returns the list of problems (empty = verified).
 
-    Checks: the model's hash equals ``model_after``; the data's instance hashes equal the receipt's (as multisets);
-    every instance is unlearned by the model (misclassified, or predicted as its target in relabel mode).
+    Checks: the model's hash equals ``model_after``; the data's instance hashes equal the receipt's (as multisets: the
+    problems say how many of the receipt's instances are missing from the data and how many of the data's are not in
+    the receipt); every instance is unlearned by the model (misclassified, or predicted as its target in relabel
+    mode).
     """
     from lightning_unlearn.functional.evaluation import predict
     from lightning_unlearn.functional.metrics import is_unlearned
@@ -209,12 +212,15 @@ def verify_receipt(
     problems = []
     if model_hash(model) != receipt.model_after:
         problems.append("the model's parameters do not match the receipt's `model_after` hash")
-    hashes = sorted(instance_hash(x, int(y)) for x, y in zip(inputs, labels))
-    if hashes != sorted(receipt.instance_hashes):
+    given = Counter(instance_hash(x, int(y)) for x, y in zip(inputs, labels))
+    recorded = Counter(receipt.instance_hashes)
+    missing, extra = sum((recorded - given).values()), sum((given - recorded).values())
+    if missing:
         problems.append(
-            f"the forget data does not match the receipt: {len(set(hashes) - set(receipt.instance_hashes))} of"
-            f" {len(hashes)} instances are not in it"
+            f"the forget data lacks {missing} of the receipt's {receipt.k} instances (it holds {len(labels)} instances)"
         )
+    if extra:
+        problems.append(f"{extra} of the {len(labels)} instances of the forget data are not in the receipt")
     done = is_unlearned(
         predict(model, inputs),
         labels.to(next(model.parameters()).device),
