@@ -1,40 +1,112 @@
-"""The console script: demo, fit (LightningCLI) with the shipped digits config, and one-line errors."""
+"""The console script: demo, config, fit (LightningCLI) with the shipped digits config, verify, one-line errors."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from lightning_unlearn.cli import main
-from lightning_unlearn.pretrain import cache_dir
+from lightning_unlearn.cli import main, shipped_configs
+from lightning_unlearn.data import ForgetSet
+from lightning_unlearn.datasets import DigitsDataset
+from lightning_unlearn.receipts import model_hash
+from tests.conftest import fresh_launch_env
 
 CONFIG = Path(__file__).parents[1] / "lightning_unlearn" / "configs" / "digits.yaml"
+FORGET = [0]  # the first instance of the shipped request: about 60 steps with the defaults
 
 
-@pytest.fixture
-def checkpoint(_pretrained_digits) -> str:
-    path = cache_dir() / "digits_small_cnn_seed0_ep30.pt"
-    assert path.is_file()
-    return str(path)
-
-
-def test_fit_with_the_shipped_config_writes_weights_summary_and_receipt(checkpoint, tmp_path: Path, capsys) -> None:
-    args = [
-        "fit", "--config", str(CONFIG), "--model.checkpoint", checkpoint,
-        "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.check_val_every_n_epoch", "1",
-        "--data.forget_indices", "[0, 11, 22, 33]",
+def _fit_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "fit", "--config", str(CONFIG), "--data.forget_indices", json.dumps(FORGET),
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+        "--trainer.check_val_every_n_epoch", "50", *extra,
     ]  # fmt: skip
-    assert main(args) == 0
-    assert "unlearned classifier and summary written to" in capsys.readouterr().out
-    folder = tmp_path / "lightning_logs" / "version_0"
-    assert (folder / "unlearned_classifier.pt").is_file()
-    summary = json.loads((folder / "summary.json").read_text())["requests"][0]
-    assert summary["k"] == 4 and summary["steps"] <= 3
-    assert summary["before"]["forget/acc"] == 1.0
-    assert {"retain/acc", "test/acc", "mia/efficacy"} <= set(summary["after"])
+
+
+def test_fit_runs_the_shipped_config_to_completion_and_its_receipt_verifies(
+    _pretrained_digits, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the config's receipt_dir is relative
+    pretrained = model_hash(_pretrained_digits)
+    assert main(_fit_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())["requests"][0]
+    assert summary["unlearned"] is True and summary["k"] == 1 and not summary["restored"]
+    assert summary["remaining_after"] == 0 and summary["after"]["forget/acc"] == 0.0
+    assert summary["after"]["test/acc"] > 0.9 and summary["after"]["retain/acc"] > 0.9
+    assert "| forget acc   |  100.0% |    0.0% |" in out
+    weights = tmp_path / "unlearned_classifier.pt"
+    assert f"unlearned classifier: {weights}" in out
+    assert model_hash(torch.load(weights, weights_only=True)) != pretrained
+    receipts = re.findall(r"^receipt: (.+\.json)$", out, flags=re.MULTILINE)
+    assert receipts == [str(next((tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")))]
+
+    forget = ForgetSet.from_dataset(DigitsDataset("train"), FORGET)
+    torch.save({"inputs": forget.inputs, "labels": forget.labels}, tmp_path / "forget.pt")
+    verify = ["verify", "--receipt", receipts[0], "--model", str(weights), "--forget", str(tmp_path / "forget.pt")]
+    assert main([*verify, "--model-class", "lightning_unlearn.models.SmallCNN"]) == 0
+    assert capsys.readouterr().out.startswith("VERIFIED: receipt ")
+
+
+def test_fit_that_runs_out_of_steps_exits_1_with_the_reason_last(
+    _pretrained_digits, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(_fit_args(tmp_path, "--trainer.max_epochs", "1")) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        "lightning-unlearn: request failed: 1 of 1 instances still remembered after 1 steps; the original weights were"
+        " restored; no weights written"
+    )
+    assert "| forget acc" not in captured.out and "receipt:" not in captured.out
+    summary = json.loads((tmp_path / "summary.json").read_text())["requests"][0]
+    assert summary["unlearned"] is False and summary["restored"] is True and summary["steps"] == 1
+    assert not (tmp_path / "unlearned_classifier.pt").exists()
+
+
+def test_verify_with_half_of_the_forget_data_says_how_many_are_missing(digits, digits_cnn, tmp_path, capsys) -> None:
+    from lightning_unlearn.receipts import make_receipt, write_receipt
+
+    x, y = digits.x_train[:8], digits.y_train[:8]
+    digest = model_hash(digits_cnn)
+    receipt = write_receipt(make_receipt(x, y, "misclassify", digest, digest, {}, {"unlearned": True}), tmp_path)
+    torch.save(digits_cnn, tmp_path / "model.pt")
+    torch.save({"inputs": x[:4], "labels": y[:4]}, tmp_path / "half.pt")
+    torch.save({"inputs": digits.x_train[4:12], "labels": digits.y_train[4:12]}, tmp_path / "shifted.pt")
+    args = ["verify", "--receipt", str(receipt), "--model", str(tmp_path / "model.pt"), "--forget"]
+    assert main([*args, str(tmp_path / "half.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "- the forget data lacks 4 of the receipt's 8 instances (it holds 4 instances)\n" in out
+    assert "not in the receipt" not in out
+    assert main([*args, str(tmp_path / "shifted.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "- the forget data lacks 4 of the receipt's 8 instances (it holds 8 instances)\n" in out
+    assert "- 4 of the 8 instances of the forget data are not in the receipt\n" in out
+
+
+def test_config_prints_the_shipped_request_which_finds_its_checkpoint_in_the_cache(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sorted(shipped_configs()) == ["cifar10_resnet18", "digits"]
+    assert main(["config", "digits"]) == 0
+    text = capsys.readouterr().out
+    assert text == CONFIG.read_text()
+    assert "checkpoint: cache:digits_small_cnn_seed0_ep30.pt" in text and "~/.cache" not in text.split("#")[0]
+    (tmp_path / "request.yaml").write_text(text)
+    monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["fit", "--config", str(tmp_path / "request.yaml")]) == 2
+    expected = (
+        f"lightning-unlearn: error: `checkpoint` file '{tmp_path / 'empty-cache' / 'digits_small_cnn_seed0_ep30.pt'}'"
+        " does not exist (`lightning-unlearn demo` pre-trains the digits CNN and caches it there).\n"
+    )
+    assert capsys.readouterr().err == expected
 
 
 def test_print_config_shows_the_resolved_request(capsys) -> None:
@@ -43,6 +115,19 @@ def test_print_config_shows_the_resolved_request(capsys) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "class_path: lightning_unlearn.InstanceUnlearning" in out and "forget_loss:" in out
+    assert "class_path: lightning_unlearn.progress.UnlearningProgressBar" in out
+
+
+def test_fit_help_is_short_and_the_classifier_option_names_examples(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) < 600  # 1,474 lines when every torch module was listed
+    option = out[out.index("  --model.classifier CLASSIFIER") :].split("\n  --")[0]
+    assert "lightning_unlearn.models.SmallCNN" in option and "torchvision.models.resnet18" in option
+    assert len(option.splitlines()) < 12 and "more known)" in option
+    assert ":class:" not in out[out.index("--model CONFIG") - 200 : out.index("--model CONFIG")]
 
 
 @pytest.mark.parametrize(
@@ -50,13 +135,24 @@ def test_print_config_shows_the_resolved_request(capsys) -> None:
     [
         (["--model.checkpoint", "/nonexistent/model.pt"], "`checkpoint` file '/nonexistent/model.pt' does not exist."),
         (["--model.classifier", "no.such.Module"], "no.such.Module"),
+        (
+            ["--model.num_classes", "5"],
+            "`model.num_classes` is 5 but the classifier returns 10 logits per instance; set `--model.num_classes 10`"
+            " or change the classifier.",
+        ),
+        (
+            ["--model.classifier.init_args.width", "16"],
+            "do not fit the classifier: tensor '0.weight' has shape [32, 1, 3, 3] in the file but [16, 1, 3, 3] in the"
+            " classifier.",
+        ),
     ],
 )
-def test_fit_errors_end_with_one_line(extra, message, capsys) -> None:
-    code = main(["fit", "--config", str(CONFIG), *extra])
+def test_fit_errors_end_with_one_line_naming_the_cause(_pretrained_digits, extra, message, tmp_path, capsys) -> None:
+    code = main(["fit", "--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path), *extra])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lightning-unlearn: error:") and message in err[0]
+    assert err[-1].startswith("lightning-unlearn: error:") and message in err[-1]
+    assert not list(tmp_path.rglob("*.json"))  # nothing ran
 
 
 def test_bad_yaml_is_a_one_line_error(tmp_path: Path, capsys) -> None:
@@ -65,3 +161,22 @@ def test_bad_yaml_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["fit", "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lightning-unlearn: error:")
+
+
+def test_demo_with_the_progress_bar_and_retraining_prints_at_most_40_lines(_pretrained_digits, tmp_path: Path) -> None:
+    env = {**fresh_launch_env(), "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lightning_unlearn.cli", "demo", "--k", "1", "--out-dir", str(tmp_path / "d")]
+    done = subprocess.run([*command, "--compare-retrain"], env=env, capture_output=True, timeout=300, cwd=tmp_path)
+    stdout = done.stdout.decode()  # bytes: text mode would turn the bar's "\r" redraws into new lines
+    assert done.returncode == 0, (stdout + done.stderr.decode())[-3000:]
+    lines = stdout.rstrip("\n").split("\n")  # a bar redraws its line with "\r": one line on a terminal
+    assert len(lines) <= 40, stdout[-3000:]
+    bar = [line.split("\r")[-1] for line in lines if "request 0:" in line]
+    assert len(bar) == 1 and "unlearned=1/1" in bar[0] and "test/acc=0.9" in bar[0], bar
+    assert re.search(r"\| \d+/1000 \[", bar[0]), bar
+    assert "Validation" not in stdout and "Epoch " not in stdout
+    assert "| metric       |  before |   after | retrain |" in stdout
+    forget_row = next(line for line in lines if line.startswith("| forget acc "))
+    assert forget_row.startswith("| forget acc   |  100.0% |    0.0% |"), forget_row
+    assert re.search(r"seconds: [\d.]+ \(retraining without them: [\d.]+s\), all unlearned: True", stdout)
+    assert os.path.isfile(tmp_path / "d" / "summary.json")
