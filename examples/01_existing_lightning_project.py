@@ -11,7 +11,7 @@ script
    evaluation sets), then prints the request's before/after summary.
 
     python examples/01_existing_lightning_project.py            # about a minute on 2 CPU cores
-    python examples/01_existing_lightning_project.py --smoke    # tiny sizes, the default step budget (used by the tests)
+    python examples/01_existing_lightning_project.py --smoke    # tiny sizes, default step budget (the tests)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ after, then the request's summary (``forget/target_acc`` is the share predicted 
 
     python examples/02_relabel.py                 # 16 instances, each to label + 1
     python examples/02_relabel.py --target 7      # every instance to class 7 (instances of class 7 are skipped)
-    python examples/02_relabel.py --smoke         # tiny sizes, the default step budget (used by the tests)
+    python examples/02_relabel.py --smoke         # tiny sizes, default step budget (the tests)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ it.)
 
     python examples/03_continual.py                       # 5 requests of 8 instances
     python examples/03_continual.py --keep-forget-data
-    python examples/03_continual.py --smoke               # tiny sizes, the default step budget (used by the tests)
+    python examples/03_continual.py --smoke               # tiny sizes, default step budget (the tests)
 """
 
 from __future__ import annotations

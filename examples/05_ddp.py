@@ -11,7 +11,7 @@ Here: 2 CPU processes (gloo); on GPUs use ``--accelerator gpu --devices 4`` (ncc
 work the same way.
 
     python examples/05_ddp.py                        # 2 CPU processes, 16 instances
-    python examples/05_ddp.py --smoke                # tiny sizes, the default step budget (used by the tests)
+    python examples/05_ddp.py --smoke                # tiny sizes, default step budget (the tests)
 """
 
 from __future__ import annotations
