@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,42 @@ def _tensors(obj: object):
             yield from _tensors(value)
 
 
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+_TEXT_SUFFIXES = {".csv", ".json", ".jsonl", ".yaml", ".txt"}
+
+
+def _numbers_in(text: str) -> torch.Tensor:
+    """Every number written in a JSON, CSV or YAML text, in order (``0.9375``, ``9.375e-01``, ``1``, ...)."""
+    return torch.tensor([float(m) for m in _NUMBER.findall(text)], dtype=torch.float64)
+
+
+def _windows(secret: torch.Tensor, width: int = 4) -> torch.Tensor:
+    """Runs of ``width`` consecutive values of a flattened secret with at least two values other than 0 and 1 (a run of
+    blank pixels, or a single value such as 0.9375, could be any metric).
+    """
+    flat = secret.detach().flatten().double().cpu()
+    runs = flat.unfold(0, width, 1)
+    distinctive = ((runs != 0) & (runs != 1)).sum(dim=1) >= 2
+    return runs[distinctive]
+
+
+def _leaks(folder: Path, secrets: list[torch.Tensor], atol: float = 1e-6) -> list[str]:
+    """Text files under ``folder`` whose numbers contain a run of a secret's values (within ``atol``; float32 values
+    may be written with more or fewer digits).
+    """
+    needles = torch.cat([_windows(s) for s in secrets])
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in _TEXT_SUFFIXES):
+        numbers = _numbers_in(path.read_text())
+        if numbers.numel() < needles.shape[1]:
+            continue
+        runs = numbers.unfold(0, needles.shape[1], 1)
+        close = (runs[:, None, :] - needles[None, :, :]).abs() <= atol
+        if bool(close.all(dim=2).any()):
+            found.append(path.name)
+    return found
+
+
 def test_checkpoints_logs_and_receipts_hold_no_forget_inputs_or_anchors(digits, digits_cnn, tmp_path: Path) -> None:
     index = forget_indices(len(digits.y_train), 6, seed=7)
     callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=3, steps=5), seed=0, receipt_dir=tmp_path / "r")
@@ -115,19 +152,38 @@ def test_checkpoints_logs_and_receipts_hold_no_forget_inputs_or_anchors(digits, 
     x, y = digits.x_train[index], digits.y_train[index]
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=6))
     assert capture.anchors is not None and callback.summary is not None and callback.summary.steps >= 2
+    assert callback.summary.unlearned
+    callback.save_summary(tmp_path / "summary.json")
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     tensors = list(_tensors(state))
     assert tensors
     secrets = [*x, *capture.anchors[:: max(1, len(capture.anchors) // 6)]]
     for secret in secrets:
         assert not any(_contains(t, secret) for t in tensors)
-    texts = [p.read_text() for p in tmp_path.rglob("*") if p.suffix in {".csv", ".json", ".jsonl", ".yaml"}]
-    assert texts
-    first_values = [f"{v:.6f}" for v in x[0].flatten()[20:24].tolist() if v not in (0.0, 1.0)]
-    for text in texts:
-        assert not (first_values and all(v in text for v in first_values))
+    written = {p.suffix for p in tmp_path.rglob("*") if p.suffix in _TEXT_SUFFIXES}
+    assert {".csv", ".json", ".jsonl", ".yaml"} <= written  # logs, summary, receipts and hparams were scanned
+    assert _leaks(tmp_path, secrets) == []
 
 
+@pytest.mark.parametrize("form", ["csv", "json", "yaml"])
+def test_the_privacy_scan_finds_a_planted_forget_input_or_anchor(digits, tmp_path: Path, form: str) -> None:
+    x = digits.x_train[forget_indices(len(digits.y_train), 2, seed=7)]
+    anchor = (x[1] + 0.01 * torch.randn_like(x[1])).clamp(0, 1)  # float32 values with many digits
+    secrets = [x[0], x[1], anchor]
+    log = tmp_path / f"metrics.{form}"
+    clean = {"step": 3, "forget/acc": 0.9375, "test/acc": 0.98611, "pixels": [0.0, 1.0, 0.0, 1.0]}
+    log.write_text(json.dumps(clean))
+    assert _leaks(tmp_path, secrets) == []  # metrics alone are not a leak
+    for secret in (x[0], anchor):
+        values = secret.flatten()[16:40].tolist()
+        if form == "csv":
+            text = "step,forget/acc\n3,0.9375\n" + ",".join(str(v) for v in values) + "\n"
+        elif form == "json":
+            text = json.dumps({"step": 3, "debug": values})
+        else:
+            text = "debug:\n" + "".join(f"- {v:.7g}\n" for v in values)
+        log.write_text(text)
+        assert _leaks(tmp_path, secrets) == [log.name], text
 def test_receipt_verifies_and_cli_rejects_a_different_model(digits, digits_cnn, tmp_path: Path, capsys) -> None:
     index = forget_indices(len(digits.y_train), 6, seed=11)
     original = pytest.importorskip("copy").deepcopy(digits_cnn)
