@@ -30,8 +30,9 @@ class UnlearningProgressBar(TQDMProgressBar):
     at the step where every instance is unlearned; ``190/1000`` is step / budget).
 
     Values come from ``trainer.callback_metrics`` (``forget/remaining`` after every stop check, ``{name}/acc`` after
-    every evaluation) and from the ``InstanceUnlearning`` callback in ``trainer.callbacks`` (``max_steps``,
-    ``history``); ``k`` is the size of the training (forget) dataset. Outside ``fit`` (``trainer.validate``) it
+    every evaluation) and from the ``InstanceUnlearning`` callback in ``trainer.callbacks`` (``max_steps``, and the
+    request's summary in ``history`` once it has ended); while it runs, ``k`` is the size of the training (forget)
+    dataset. Outside ``fit`` (``trainer.validate``) it
     behaves as Lightning's :class:`~lightning.pytorch.callbacks.TQDMProgressBar`.
 
     Args:
@@ -43,6 +44,7 @@ class UnlearningProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=False)
         self._first_step = 0
         self._k: int | None = None
+        self._request: int | None = None
 
     # ------------------------------------------------------------------------------------------------- hooks
     @override
@@ -60,6 +62,7 @@ class UnlearningProgressBar(TQDMProgressBar):
         self._first_step = 0 if trainer.ckpt_path else trainer.global_step  # a resumed request counts from its start
         self._k = self._forget_size(trainer)
         unlearning = self._unlearning(trainer)
+        self._request = None if unlearning is None else len(unlearning.history)
         self.train_progress_bar = Tqdm(
             desc="request" if unlearning is None else f"request {len(unlearning.history)}",
             total=self.step_budget(trainer),
@@ -140,7 +143,11 @@ class UnlearningProgressBar(TQDMProgressBar):
         values: dict[str, int | str | float | dict[str, float]] = {}
         remaining = metrics.get("forget/remaining")
         k = "?" if self._k is None else str(self._k)
-        if remaining is not None and self._k is not None:
+        unlearning = self._unlearning(trainer)
+        if unlearning is not None and self._request is not None and len(unlearning.history) > self._request:
+            summary = unlearning.history[self._request]  # the request has ended (possibly before any step)
+            values["unlearned"] = f"{summary.k - summary.remaining_after}/{summary.k}"
+        elif remaining is not None and self._k is not None:
             values["unlearned"] = f"{self._k - int(remaining)}/{k}"
         else:
             values["unlearned"] = f"-/{k}"
