@@ -62,6 +62,7 @@ def test_budget_is_capped_by_the_trainer(digits, digits_cnn) -> None:
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=1))
     assert bar.train_progress_bar.total == 3
     bar2 = UnlearningProgressBar()
-    trainer = L.Trainer(max_epochs=2, callbacks=[InstanceUnlearning(anchors=None, seed=0), bar2], logger=False)
+    callbacks = [InstanceUnlearning(anchors=None, seed=0), bar2]
+    trainer = L.Trainer(max_epochs=2, callbacks=callbacks, logger=False, enable_checkpointing=False)
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=1))
     assert bar2.train_progress_bar.total == 4  # two epochs of two batches
