@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn.callback import InstanceUnlearning, RequestSummary
+from lightning_unlearn.callback import InstanceUnlearning
 from lightning_unlearn.data import ForgetSet
 from lightning_unlearn.module import UnlearningModule
+from lightning_unlearn.request import RequestSummary
 
 
 def demo(
