@@ -41,11 +41,11 @@ from lightning_unlearn.functional.metrics import is_unlearned
 from lightning_unlearn.functional.projection import projected_surrogate
 from lightning_unlearn.functional.stall import StallRule
 from lightning_unlearn.metrics import mia_efficacy
-from lightning_unlearn.models import small_cnn
+from lightning_unlearn.models import cnn_no_bn, lenet_bn, mlp, small_cnn
 from lightning_unlearn.plugins import UnlearningPlugin
 from lightning_unlearn.pretrain import cached_classifier, pretrained_digits_cnn, train_classifier
 
-MAX_STEPS = 2000
+MAX_STEPS = InstanceUnlearning().max_steps  # the package's budget: what a user gets
 
 
 def quiet_trainer(callback: InstanceUnlearning, accelerator: str = "cpu") -> L.Trainer:
@@ -92,6 +92,7 @@ def lightning_request(
         "seconds": seconds,
         "unlearned": summary.unlearned,
         "setup_seconds": summary.setup_seconds,
+        "finished_by": summary.finished_by,
     }
 
 
@@ -206,7 +207,15 @@ METHODS: dict[str, dict[str, Any]] = {
         "callback": {"restore_on_failure": False},
         "extra": lambda retain: [RetainLoss(retain)],
     },
+    # the defaults before the shifted copies and the last-layer edit (anchors only, PCGrad on)
+    "previous": {
+        "anchors": "default",
+        "importance": None,
+        "module": {"project_gradients": True},
+        "callback": {"shifted_copies": None, "edit": None},
+    },
     "default": {"anchors": "default", "importance": None, "module": {}},
+    "default+retain": {"anchors": "default", "importance": None, "module": {}, "retain_sample": True},
     "default+penalty": {"anchors": "default", "importance": MASImportance(use="penalty"), "module": {}},
     "default+mask": {"anchors": "default", "importance": MASImportance(use="mask"), "module": {}},
     "default_relabel": {"anchors": "default", "importance": None, "module": {}, "relabel": True},
@@ -215,10 +224,22 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-MNIST5K_EPOCHS = {"small_cnn": 20, "resnet18": 8}  # MNIST-5k: pre-training and retraining epochs per model
+MNIST5K_EPOCHS = {
+    "small_cnn": 20,
+    "cnn_no_bn": 20,
+    "mlp": 20,
+    "lenet_bn": 10,
+    "resnet18": 8,
+}  # MNIST-5k: pre-training and retraining epochs per model
 CIFAR10_EPOCHS = 30
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-MODELS: dict[str, Callable[[], nn.Module]] = {"small_cnn": small_cnn, "resnet18": lambda: resnet18(num_classes=10)}
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "small_cnn": small_cnn,
+    "cnn_no_bn": cnn_no_bn,
+    "mlp": mlp,
+    "lenet_bn": lenet_bn,
+    "resnet18": lambda: resnet18(num_classes=10),
+}
 DATASETS = ("digits", "mnist5k", "cifar10")
 
 
@@ -243,10 +264,12 @@ def load_task(
     if dataset not in DATASETS:
         raise ValueError(f"`dataset` must be one of {DATASETS}, got {dataset!r}.")
     if dataset == "digits":
-        if model != "small_cnn":
-            raise ValueError(f"`model` must be 'small_cnn' on digits, got {model!r}.")
-        return load_digits_split(), pretrained_digits_cnn().to(device), epochs or 30, small_cnn
-    if dataset == "cifar10":
+        if model not in ("small_cnn", "cnn_no_bn", "mlp"):
+            raise ValueError(f"`model` must be 'small_cnn', 'cnn_no_bn' or 'mlp' on digits, got {model!r}.")
+        if model == "small_cnn":
+            return load_digits_split(), pretrained_digits_cnn().to(device), epochs or 30, small_cnn
+        split, make_model, epochs = load_digits_split(), MODELS[model], epochs or 30
+    elif dataset == "cifar10":
         if model != "resnet18" or data_dir is None:
             raise ValueError(f"cifar10 needs `model` 'resnet18' and a `data_dir`, got {model!r} and {data_dir!r}.")
         split, make_model, epochs = load_cifar10_split(data_dir), cifar10_resnet18, epochs or CIFAR10_EPOCHS
@@ -255,7 +278,9 @@ def load_task(
         split = Split(split.x_train.repeat(1, 3, 1, 1), split.y_train, split.x_test.repeat(1, 3, 1, 1), split.y_test)
         make_model, epochs = MODELS[model], epochs or MNIST5K_EPOCHS[model]
     else:
-        split, make_model, epochs = load_mnist5k_split(), MODELS[model], epochs or MNIST5K_EPOCHS[model]
+        split = load_mnist5k_split()
+        make_model = (lambda: mlp(in_features=28 * 28)) if model == "mlp" else MODELS[model]
+        epochs = epochs or MNIST5K_EPOCHS[model]
     name = f"{dataset}_{model}_seed0_ep{epochs}.pt"
     classifier = cached_classifier(name, make_model, split.x_train, split.y_train, epochs=epochs, device=device)
     return split, classifier, epochs, make_model
@@ -271,6 +296,7 @@ def run(
     data_dir: Path | None = None,
     epochs: int | None = None,
     accelerator: str = "cpu",
+    retain_fraction: float = 0.05,
 ) -> list[dict[str, Any]]:
     device = torch.device("cuda" if accelerator in ("gpu", "cuda") else "cpu")
     if device.type != "cpu" and "plain_loop" in methods:
@@ -303,6 +329,10 @@ def run(
                         generator=torch.Generator().manual_seed(seed),
                     )
                     extra = spec["extra"](retain) if "extra" in spec else None
+                    callback_kwargs = dict(spec.get("callback") or {})
+                    if spec.get("retain_sample"):  # a random sample of the rest of the training data
+                        count = max(1, round(retain_fraction * len(r_idx)))
+                        callback_kwargs["retain"] = split.x_train[r_idx[:count]]
                     info = lightning_request(
                         model,
                         forget,
@@ -310,7 +340,7 @@ def run(
                         spec["importance"],
                         spec["module"],
                         seed,
-                        spec.get("callback"),
+                        callback_kwargs,
                         extra,
                         accelerator,
                     )
@@ -394,6 +424,9 @@ def main() -> None:
         "--model", choices=list(MODELS), default="small_cnn", help="resnet18: MNIST-5k padded to 32x32x3, or CIFAR-10"
     )
     parser.add_argument("--repeats", type=int, default=1, help="run each method this many times, interleaved")
+    parser.add_argument(
+        "--retain-fraction", type=float, default=0.05, help="default+retain: share of the rest of the training data"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -408,6 +441,7 @@ def main() -> None:
         args.data_dir,
         args.epochs,
         args.accelerator,
+        args.retain_fraction,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "machine": machine_info()}, indent=1))

@@ -5,6 +5,7 @@ from lightning_unlearn.callback import InstanceUnlearning, RequestSummary
 from lightning_unlearn.data import ForgetSet
 from lightning_unlearn.importance import MASImportance
 from lightning_unlearn.module import UnlearningModule
+from lightning_unlearn.plugins import LastLayerEdit, RetainDistillation, ShiftedCopies
 
 __version__ = "0.1.0"
 
@@ -12,9 +13,12 @@ __all__ = [
     "AnchorPool",
     "ForgetSet",
     "InstanceUnlearning",
+    "LastLayerEdit",
     "MASImportance",
     "PGDAnchors",
+    "RetainDistillation",
     "RequestSummary",
+    "ShiftedCopies",
     "UnlearningModule",
     "__version__",
 ]

@@ -18,7 +18,10 @@ from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.importance import MASImportance
 from lightning_unlearn.module import UnlearningModule
 from lightning_unlearn.plugins.base import UnlearningPlugin, check_plugins
+from lightning_unlearn.plugins.distill import RetainDistillation, RetainSource
+from lightning_unlearn.plugins.edit import LastLayerEdit
 from lightning_unlearn.plugins.replay import ForgetReplay
+from lightning_unlearn.plugins.shifted import ShiftedCopies
 from lightning_unlearn.receipts import write_request_receipt
 from lightning_unlearn.report import plot_trace, write_summary
 from lightning_unlearn.request import ForgetPart, Request, RequestSummary
@@ -57,7 +60,15 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         receipt_dir: folder for a deletion receipt per request (JSON, plus a line in ``receipts.jsonl``).
         seed: seed of the plugins' randomness; ``None`` derives it from ``torch.initial_seed()``. Each process adds
             its rank, so shards get different, reproducible draws.
-        plugins: further plugins, run after ``anchors`` and ``importance`` (e.g. ``lightning_unlearn.baselines``).
+        shifted_copies: plugin holding the pre-trained outputs on shifted copies of the forget images (data-free
+            stand-ins for the images that look like them); ``"default"`` uses ``ShiftedCopies()``, ``None`` disables.
+        retain: a sample of the retained training data, if you have one (a tensor of inputs, a ``Dataset`` or a
+            ``DataLoader``; labels are not needed), or a configured ``RetainDistillation``: the pre-trained outputs
+            on it are distilled during the request. ``None`` (the default) needs nothing but the forget set.
+        edit: the closed-form last-layer edit that finishes a request whose steps ran out, and replaces the steps'
+            result where it is gentler (:class:`~lightning_unlearn.plugins.LastLayerEdit`); ``"default"`` uses
+            ``LastLayerEdit()``, ``None`` disables it (a request whose budget runs out then fails).
+        plugins: further plugins, run after the ones above (e.g. ``lightning_unlearn.baselines``).
 
     Raises:
         ValueError: if an argument is outside its valid range or of the wrong type, or two plugins share a name.
@@ -86,10 +97,22 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         keep_forget_data: bool = False,
         receipt_dir: str | Path | None = None,
         seed: int | None = None,
+        shifted_copies: ShiftedCopies | Literal["default"] | None = "default",
+        retain: RetainDistillation | RetainSource | None = None,
+        edit: LastLayerEdit | Literal["default"] | None = "default",
         plugins: Sequence[UnlearningPlugin] = (),
     ) -> None:
         if anchors == "default":
             anchors = PGDAnchors()
+        if shifted_copies == "default":
+            shifted_copies = ShiftedCopies()
+        if edit == "default":
+            edit = LastLayerEdit()
+        if retain is not None and not isinstance(retain, RetainDistillation):
+            retain = RetainDistillation(retain)
+        for name, value, kind in (("shifted_copies", shifted_copies, ShiftedCopies), ("edit", edit, LastLayerEdit)):
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"`{name}` must be a {kind.__name__}, 'default' or None, got {type(value).__name__}.")
         if anchors is not None and not isinstance(anchors, PGDAnchors):
             raise ValueError(f"`anchors` must be a PGDAnchors, 'default' or None, got {type(anchors).__name__}.")
         if importance is not None and not isinstance(importance, MASImportance):
@@ -103,9 +126,11 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             raise ValueError(f"`max_drop` must be in [0, 1] or None, got {max_drop}.")
         self.anchors: PGDAnchors | None = anchors
         self.importance: MASImportance | None = importance
-        self.plugins = check_plugins(
-            [p for p in (anchors, importance) if p is not None] + list(plugins), ForgetReplay()
-        )
+        self.shifted_copies: ShiftedCopies | None = shifted_copies
+        self.retain: RetainDistillation | None = retain
+        self.edit: LastLayerEdit | None = edit
+        builtin = [p for p in (anchors, importance, shifted_copies, retain, edit) if p is not None]
+        self.plugins = check_plugins(builtin + list(plugins), ForgetReplay())
         self.max_steps, self.check_every_n_steps = int(max_steps), int(check_every_n_steps)
         self.restore_on_failure, self.max_drop, self.stall_patience = restore_on_failure, max_drop, stall_patience
         self.keep_forget_data = keep_forget_data
@@ -220,6 +245,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         request = self._request
         if request is None:
             return
+        request.finish(pl_module, trainer)
         request.summary.after = request.measure(pl_module)
         failure = request.failure(self.max_drop)
         self._finish(trainer, pl_module, failure)
@@ -275,8 +301,13 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         return {"history": self.history, "trace": self.trace, "receipts": self.receipts}
 
     @property
+    def _optional_parts(self) -> dict[str, UnlearningPlugin | None]:
+        return {"shifted_copies": self.shifted_copies, "retain": self.retain, "edit": self.edit}
+
+    @property
     def _builtin(self) -> int:
-        return (self.anchors is not None) + (self.importance is not None)
+        parts = (self.anchors, self.importance, self.shifted_copies, self.retain, self.edit)
+        return sum(p is not None for p in parts)
 
     def _finish(
         self, trainer: L.Trainer, pl_module: UnlearningModule, failure: str | None, receipt: bool = True
@@ -291,6 +322,14 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
                 "module": dict(pl_module.hparams),
                 "anchors": None if self.anchors is None else self.anchors.hparams(),
                 "importance": None if self.importance is None else self.importance.hparams(),
+                **{
+                    name: None if plugin is None else plugin.hparams()
+                    for name, plugin in (
+                        ("shifted_copies", self.shifted_copies),
+                        ("retain", self.retain),
+                        ("edit", self.edit),
+                    )
+                },
                 "max_steps": self.max_steps,
                 "seed": self.seed,
                 **({"plugins": {p.name: p.hparams() for p in extra}} if extra else {}),

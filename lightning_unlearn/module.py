@@ -81,7 +81,7 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         batchnorm: Literal["eval", "train"] = "eval",
-        project_gradients: bool = True,
+        project_gradients: bool = False,
     ) -> None:
         if not isinstance(classifier, nn.Module):
             raise ValueError(f"`classifier` must be a torch.nn.Module, got {type(classifier).__name__}.")

@@ -40,6 +40,9 @@ class RequestSummary:
         failure: why the request failed (``None`` on success).
         anchors: number of anchors (over all processes).
         anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
+        finished_by: which result the request kept: ``"steps"`` (the optimiser's), ``"edit"`` (the closed-form
+            last-layer edit, see :class:`~lightning_unlearn.plugins.LastLayerEdit`), ``"none"`` (the edit could not
+            improve on steps that fell short) or ``None`` (no plugin finishes requests).
         before: metrics on the original weights (``forget/acc``, ``anchor/agreement``, ``{name}/acc``,
             ``mia/efficacy``, ...).
         after: the same metrics at the end.
@@ -60,6 +63,7 @@ class RequestSummary:
     restored: bool = False
     anchors: int = 0
     anchor_success_rate: float = float("nan")
+    finished_by: str | None = None
     failure: str | None = None
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
@@ -117,6 +121,7 @@ class Request:
         self.remaining = -1
         self.stall = StallRule(stall_patience)
         self.started = time.perf_counter()
+        self.protected: list[Tensor] = []  # inputs whose outputs should change least (added by plugins in setup)
         self._plugin_states: dict[str, dict[str, Any]] = {}
         self._resumed = False
 
@@ -239,11 +244,17 @@ class Request:
                     module.log(name, value, on_step=True, on_epoch=False, batch_size=1)
         return values
 
+    def finish(self, module: UnlearningModule, trainer: L.Trainer) -> None:
+        """Let every plugin change the final weights (:meth:`UnlearningPlugin.finish`), once the steps are over."""
+        for plugin in self.plugins:
+            plugin.finish(self, module, trainer)
+
     def end(self, module: UnlearningModule) -> None:
         """Unregister the plugins' loss terms and tear them down."""
         for plugin in self.plugins:
             module.remove_loss_term(plugin.name)
             plugin.teardown(module)
+        self.protected = []
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the forget data: plain values and CPU tensors."""

@@ -6,10 +6,25 @@ here. Write your own by subclassing :class:`UnlearningPlugin`.
 """
 
 from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.plugins.distill import RetainDistillation
+from lightning_unlearn.plugins.edit import LastLayerEdit
+from lightning_unlearn.plugins.held import HeldOutputs
 from lightning_unlearn.plugins.l1 import L1Sparse
 from lightning_unlearn.plugins.mask import WeightScores
 from lightning_unlearn.plugins.replay import ForgetReplay
 from lightning_unlearn.plugins.retain import RetainLoss
 from lightning_unlearn.plugins.saliency import SaliencyMask
+from lightning_unlearn.plugins.shifted import ShiftedCopies
 
-__all__ = ["ForgetReplay", "L1Sparse", "RetainLoss", "SaliencyMask", "UnlearningPlugin", "WeightScores"]
+__all__ = [
+    "ForgetReplay",
+    "HeldOutputs",
+    "L1Sparse",
+    "LastLayerEdit",
+    "RetainDistillation",
+    "RetainLoss",
+    "SaliencyMask",
+    "ShiftedCopies",
+    "UnlearningPlugin",
+    "WeightScores",
+]

@@ -32,7 +32,9 @@ class UnlearningPlugin:
     3. :meth:`before_optimizer_step` after backward (gradients unscaled and all-reduced): edit gradients in place.
     4. :meth:`measure` at the start and end of the request and at each validation: values for the summary and logs;
        :meth:`step_metrics` at each logging step.
-    5. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
+    5. :meth:`finish` once the steps are over (budget spent or every instance unlearned), before the verdict: a last
+       chance to change the weights (the closed-form edit that finishes a request lives here).
+    6. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
 
     :meth:`state_dict` / :meth:`load_state_dict` save and restore what a resumed request needs (``load_state_dict``
     runs before :meth:`setup`: keep the values and apply them there). :meth:`hparams` (public attributes by default)
@@ -101,6 +103,9 @@ class UnlearningPlugin:
         if the plugin has no weight to scale.
         """
         return None
+
+    def finish(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        """Change the final weights, if the plugin does so (every process calls it together, after the last step)."""
 
     def teardown(self, module: UnlearningModule) -> None:
         """Drop per-request state at the end of the request."""

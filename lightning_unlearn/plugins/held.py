@@ -1,0 +1,112 @@
+"""The shared mechanics of plugins that hold the pre-trained model's outputs on a pool of inputs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from typing_extensions import override
+
+from lightning_unlearn.functional.evaluation import predict
+from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.spawn import SpawnSafeGenerators
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import Request
+
+
+class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Generator: see spawn.py
+    """Distil the pre-trained model's outputs on a pool of inputs while a request unlearns (KL divergence to the
+    pre-trained softmax, on ``batch_size`` inputs drawn at every step).
+
+    Subclasses say which inputs with :meth:`make_inputs`; the pool is built in :meth:`setup` on the original weights,
+    added to ``request.protected`` (the inputs whose outputs the request should change least, read by
+    :class:`~lightning_unlearn.plugins.LastLayerEdit`) and dropped at the end of the request: never checkpointed.
+
+    Args:
+        weight: weight of the term.
+        batch_size: pool inputs drawn per training step.
+        generator_offset: which of the request's generators draws the batches (unique per plugin).
+
+    Raises:
+        ValueError: if ``weight`` is negative or ``batch_size`` not positive.
+    """
+
+    name = "held_outputs"
+    #: the lowest scale the stall rule can bring the weight to
+    MIN_SCALE = 1.0 / 1024
+
+    def __init__(self, weight: float, batch_size: int, generator_offset: int) -> None:
+        if weight < 0:
+            raise ValueError(f"`weight` must be >= 0, got {weight}.")
+        if batch_size <= 0:
+            raise ValueError(f"`batch_size` must be > 0, got {batch_size}.")
+        self.weight = float(weight)
+        self.batch_size = int(batch_size)
+        self._offset = int(generator_offset)
+        self._inputs: Tensor | None = None
+        self._logits: Tensor | None = None
+        self._generator = torch.Generator()
+        self._scale = 1.0
+        self._stash: dict[str, Any] | None = None
+
+    def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
+        """The pool's inputs (this process's share), on the module's device."""
+        raise NotImplementedError
+
+    @property
+    def inputs(self) -> Tensor | None:
+        """This process's pool while a request runs (``None`` otherwise)."""
+        return self._inputs
+
+    @override
+    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        self._inputs = self.make_inputs(request, module, trainer)
+        self._logits = predict(module.classifier, self._inputs) if len(self._inputs) else None
+        request.protected.append(self._inputs)
+        self._generator = request.generator(self._offset)
+        self._scale = 1.0
+        if self._stash is not None:
+            self._generator.set_state(self._stash["generator"])
+            self._scale = float(self._stash["scale"])
+            self._stash = None
+
+    @override
+    def loss_term(self, module: UnlearningModule) -> Tensor:
+        inputs, logits = self._inputs, self._logits
+        if inputs is None or logits is None or len(inputs) == 0:  # an empty pool: a zero that touches every parameter
+            return 0.0 * torch.stack([p.sum() for p in module.classifier.parameters() if p.requires_grad]).sum()
+        index = torch.randint(0, len(inputs), (min(self.batch_size, len(inputs)),), generator=self._generator)
+        index = index.to(inputs.device)
+        current = F.log_softmax(module(inputs[index]).float(), -1)
+        held = F.kl_div(current, F.log_softmax(logits[index], -1), reduction="batchmean", log_target=True)
+        return self._scale * self.weight * held
+
+    @override
+    def step_metrics(self) -> dict[str, float]:
+        return {} if self._inputs is None else {f"train/{self.name}_scale": self._scale}
+
+    @override
+    def scale_protection(self, factor: float) -> float | None:
+        scale = max(self._scale * factor, self.MIN_SCALE)
+        changed, self._scale = scale != self._scale, scale
+        return scale if changed else None
+
+    @override
+    def teardown(self, module: UnlearningModule) -> None:
+        self._inputs = self._logits = None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self._inputs is None:
+            return {}
+        return {"generator": self._generator.get_state(), "scale": self._scale}
+
+    @override
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stash = dict(state) if state else None
