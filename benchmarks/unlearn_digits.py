@@ -147,6 +147,8 @@ def retrain_request(
     return model, {"steps": 0, "seconds": time.perf_counter() - started, "unlearned": None, "setup_seconds": 0.0}
 
 
+BARE = {"shifted_copies": None, "edit": None}  # the baselines and the reference recipe run without our additions
+
 REFERENCE_RECIPE = {
     # the reference code's recipe (ALGORITHM.md), scaled to digits: neg-CE, SGD 1e-3, train-mode BatchNorm, anchors
     # labelled with their attack target, loss weights = batch-size proportions (32 forget : 256 anchors)
@@ -161,7 +163,7 @@ REFERENCE_RECIPE = {
         "batchnorm": "train",
         "project_gradients": False,
     },
-    "callback": {"stall_patience": None},
+    "callback": {"stall_patience": None, **BARE},
 }
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -169,7 +171,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "anchors": None,
         "importance": None,
         "module": {"forget_loss": "neg_ce", "project_gradients": False},
-        "callback": {"restore_on_failure": False},  # show the damage even when it does not finish
+        "callback": {"restore_on_failure": False, **BARE},  # show the damage even when it does not finish
     },
     "reference": REFERENCE_RECIPE,
     # baselines of lightning_unlearn.baselines; the forget-only ones first, then two that also use retained data
@@ -177,34 +179,34 @@ METHODS: dict[str, dict[str, Any]] = {
         "anchors": None,
         "importance": None,
         "module": {"forget_loss": "random_label", "project_gradients": False},
-        "callback": {"restore_on_failure": False},
+        "callback": {"restore_on_failure": False, **BARE},
     },
     "salun": {
         "anchors": None,
         "importance": None,
         "module": {"forget_loss": "random_label", "project_gradients": False},
-        "callback": {"restore_on_failure": False},
+        "callback": {"restore_on_failure": False, **BARE},
         "extra": lambda retain: [SaliencyMask(fraction=0.5)],
     },
     "l1_sparse": {
         "anchors": None,
         "importance": None,
         "module": {"forget_loss": "neg_ce", "project_gradients": False},
-        "callback": {"restore_on_failure": False},
+        "callback": {"restore_on_failure": False, **BARE},
         "extra": lambda retain: [L1Sparse(strength=5e-4)],
     },
     "retain_finetune": {
         "anchors": None,
         "importance": None,
         "module": {"forget_weight": 0.0, "project_gradients": False},
-        "callback": {"restore_on_failure": False},
+        "callback": {"restore_on_failure": False, **BARE},
         "extra": lambda retain: [RetainLoss(retain)],
     },
     "neg_grad+retain": {
         "anchors": None,
         "importance": None,
         "module": {"forget_loss": "neg_ce", "project_gradients": False},
-        "callback": {"restore_on_failure": False},
+        "callback": {"restore_on_failure": False, **BARE},
         "extra": lambda retain: [RetainLoss(retain)],
     },
     # the defaults before the shifted copies and the last-layer edit (anchors only, PCGrad on)
@@ -212,7 +214,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "anchors": "default",
         "importance": None,
         "module": {"project_gradients": True},
-        "callback": {"shifted_copies": None, "edit": None},
+        "callback": BARE,
     },
     "default": {"anchors": "default", "importance": None, "module": {}},
     "default+retain": {"anchors": "default", "importance": None, "module": {}, "retain_sample": True},
@@ -281,7 +283,7 @@ def load_task(
         split = load_mnist5k_split()
         make_model = (lambda: mlp(in_features=28 * 28)) if model == "mlp" else MODELS[model]
         epochs = epochs or MNIST5K_EPOCHS[model]
-    name = f"{dataset}_{model}_seed0_ep{epochs}.pt"
+    name = f"benchmark_{dataset}_{model}_seed0_ep{epochs}.pt"
     classifier = cached_classifier(name, make_model, split.x_train, split.y_train, epochs=epochs, device=device)
     return split, classifier, epochs, make_model
 

@@ -15,7 +15,8 @@ none knows about the others, so they compose with each other and with the method
 
 Examples:
     >>> from lightning_unlearn import InstanceUnlearning
-    >>> callback = InstanceUnlearning(anchors=None, plugins=[SaliencyMask(fraction=0.5)])
+    >>> bare = {"anchors": None, "shifted_copies": None, "edit": None}  # the baseline alone
+    >>> callback = InstanceUnlearning(**bare, plugins=[SaliencyMask(fraction=0.5)])
     >>> [p.name for p in callback.plugins]
     ['saliency_mask']
 """

@@ -82,7 +82,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
     Examples:
         >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
         >>> callback.max_steps, [p.name for p in callback.plugins]
-        (1000, ['anchor_loss', 'importance_penalty'])
+        (1000, ['anchor_loss', 'importance_penalty', 'shifted_copies', 'last_layer_edit'])
     """
 
     def __init__(

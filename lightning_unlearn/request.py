@@ -236,7 +236,7 @@ class Request:
                 if scale is not None:  # said once per change, not again at the floor
                     rank_zero_info(
                         f"Unlearning stalled at {self.remaining} remembered instances for {self.stall.patience}"
-                        f" steps: anchor weight scaled to {scale:g}."
+                        f" steps: {plugin.name} weight scaled to {scale:g}."
                     )
         if module.logging_step():
             for plugin in self.plugins:

@@ -145,7 +145,7 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     test_before = accuracy(digits_cnn, digits.x_test, digits.y_test)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, seed=0)
+    callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, seed=0, edit=None)  # the steps alone
     trainer, module = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None
@@ -166,7 +166,7 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     assert test_after >= test_before - 0.10
     # stopped at the first step where every instance was unlearned
     assert summary.steps == trainer.global_step == log.first_all_unlearned == len(log.all_unlearned)
-    assert log.terms[0] == ("anchor_loss",)
+    assert log.terms[0] == ("anchor_loss", "shifted_copies")
     # the request's plugins and data are gone afterwards
     assert module.loss_terms == () and callback.anchor_pool is None
     assert len(callback.history) == 1 and callback.summary.to_dict()["request"] == 0
@@ -179,7 +179,7 @@ def test_importance_penalty_is_registered_and_forgets(digits: Split, digits_cnn:
     callback = InstanceUnlearning(anchors=_anchors(), importance=MASImportance(strength=1.0), max_steps=600, seed=0)
     callback.anchors.weight = 1.0  # type: ignore[union-attr]
     _fit(digits_cnn, forget, callback, log)
-    assert log.terms[0] == ("anchor_loss", "importance_penalty")
+    assert log.terms[0] == ("anchor_loss", "importance_penalty", "shifted_copies")
     assert callback.summary is not None and callback.summary.unlearned
     assert accuracy(digits_cnn, x, y) == 0.0
 
@@ -210,7 +210,7 @@ def test_baseline_without_anchors_or_importance(digits: Split, digits_cnn: nn.Mo
     x, y = _pick(digits, 16)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, seed=0)
+    callback = InstanceUnlearning(anchors=None, importance=None, shifted_copies=None, edit=None, max_steps=300, seed=0)
     trainer, _ = _fit(digits_cnn, forget, callback, log, forget_loss=kind)
     summary = callback.summary
     assert summary is not None
@@ -225,7 +225,9 @@ def test_anchors_without_importance(digits: Split, digits_cnn: nn.Module) -> Non
     x, y = _pick(digits, 8)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(per_instance=2), importance=None, max_steps=600, seed=0)
+    callback = InstanceUnlearning(
+        anchors=_anchors(per_instance=2), importance=None, shifted_copies=None, edit=None, max_steps=600, seed=0
+    )
     trainer, _ = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None and summary.unlearned
@@ -254,7 +256,7 @@ def test_max_steps_cap(digits: Split, digits_cnn: nn.Module, restore: bool) -> N
     x, y = _pick(digits, 16)
     original = copy.deepcopy(digits_cnn.state_dict())
     callback = InstanceUnlearning(
-        anchors=_anchors(per_instance=2, steps=5), max_steps=3, restore_on_failure=restore, seed=0
+        anchors=_anchors(per_instance=2, steps=5), max_steps=3, restore_on_failure=restore, seed=0, edit=None
     )
     trainer, _ = _fit(digits_cnn, ForgetSet(x, y), callback)
     summary = callback.summary
@@ -404,11 +406,13 @@ def test_stall_rule_halves_the_anchor_weight_down_to_its_floor(
     halves, down to 1/1024, and each change is said once."""
     x, y = _pick(digits, 4)
     anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2, weight=1e9, backend="builtin")
-    callback = InstanceUnlearning(anchors=anchors, max_steps=45, stall_patience=3, seed=0)
+    callback = InstanceUnlearning(
+        anchors=anchors, max_steps=45, stall_patience=3, seed=0, shifted_copies=None, edit=None
+    )
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     with caplog.at_level(logging.INFO):
         trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=4))
-    said = [r.getMessage() for r in caplog.records if "anchor weight scaled to" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "anchor_loss weight scaled to" in r.getMessage()]
     assert [m.rsplit(" ", 1)[-1] for m in said] == [f"{2.0**-i:g}." for i in range(1, 11)]
     assert callback.anchors is not None and callback.anchors.scale == 1 / 1024
     summary = callback.summary

@@ -260,6 +260,7 @@ def _fit_batchnorm(digits: Split, classifier: nn.Module, batchnorm: str) -> _Bat
         max_steps=4,
         restore_on_failure=False,
         seed=0,
+        edit=None,  # the edit would start again from the original weights (and running statistics)
     )
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, recorder], **quiet_trainer_kwargs())
     module = UnlearningModule(classifier, num_classes=10, batchnorm=batchnorm)  # type: ignore[arg-type]

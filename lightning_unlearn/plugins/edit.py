@@ -24,44 +24,45 @@ if TYPE_CHECKING:
 
 
 class LastLayerEdit(UnlearningPlugin):
-    """At the end of a request, edit the classifier's last linear layer in closed form so that every forget instance
-    is unlearned, changing the layer's outputs on the request's protected inputs least
-    (:func:`~lightning_unlearn.functional.edit.edit_last_layer`).
+    """Finish a request whose steps ran out: edit the classifier's last linear layer in closed form so that every
+    forget instance is unlearned, changing the layer's outputs on the request's protected inputs least
+    (:func:`~lightning_unlearn.functional.edit.edit_last_layer`). A request then never ends with nothing forgotten.
 
-    Two uses, both on by default:
+    Which weights are edited, when the step budget ends with instances still remembered:
 
-    - **Finisher.** If the optimiser's steps end with instances still remembered (the step budget ran out), the
-      request does not fail and restore the original weights: the edit, applied to the original weights, unlearns
-      them all in one solve (up to ``rounds`` solves when the forget features are not linearly independent, e.g.
-      more instances than the layer has inputs).
-    - **Selection.** If the steps did unlearn everything, the edit of the original weights is computed too and kept
-      instead when it moves the pre-trained outputs less on held-out shifted copies of the forget images (a
-      data-free proxy for the damage: KL divergence to the pre-trained softmax). On classifiers where gradient
-      steps are costly (no BatchNorm, MLPs) the edit is both faster and gentler (``docs/benchmarks.md``).
+    - the weights the steps reached, for the instances still remembered, when the steps unlearned at least half of
+      them (a small change finishes what the optimiser nearly did), or when there are too many instances for an
+      exact edit (``k >= d / 2`` for a head with ``d`` inputs);
+    - otherwise the original weights: the steps made little progress, typically on classifiers where gradient steps
+      cost much accuracy (no BatchNorm, MLPs), and the edit alone keeps more (``docs/benchmarks.md``).
 
-    ``summary.finished_by`` says which result the request kept: ``"steps"``, ``"edit"`` or ``"none"``. The protected
-    inputs are those the other plugins hold (anchors, shifted copies, a retained sample).
+    Up to ``rounds`` solves, each on the instances still remembered (the features need not be linearly independent).
+    ``summary.finished_by`` says which result the request kept: ``"steps"``, ``"steps+edit"``, ``"edit"`` or
+    ``"none"`` (instances left even after the edit). The protected inputs are those the other plugins hold
+    (anchors, shifted copies, a retained sample).
 
     Args:
         margin: how far past the boundary (in logits) the edit puts each instance.
         lam: ridge term of the protected feature covariance, relative to its mean eigenvalue.
-        rounds: solves at most, each on the instances still remembered.
-        select: also replace a successful optimiser result by the edit when the proxy prefers it.
-        proxy_copies: held-out shifted copies per forget image for the proxy.
+        rounds: solves at most.
+        select: also compute the edit of the original weights when the steps *did* unlearn every instance, and keep it
+            if it moves the pre-trained outputs less on held-out shifted copies of the forget images (KL divergence
+            to the pre-trained softmax). Off by default: on digits that proxy picked the worse result at k = 8.
+        proxy_copies: held-out shifted copies per forget image for ``select``.
 
     Raises:
         ValueError: if an argument is outside its valid range.
 
     Examples:
         >>> from lightning_unlearn import InstanceUnlearning
-        >>> InstanceUnlearning(edit=LastLayerEdit(select=False)).edit.select
-        False
+        >>> InstanceUnlearning(edit=LastLayerEdit(margin=0.5)).edit.margin
+        0.5
     """
 
     name = "last_layer_edit"
 
     def __init__(
-        self, margin: float = 0.1, lam: float = 1e-3, rounds: int = 3, select: bool = True, proxy_copies: int = 8
+        self, margin: float = 0.1, lam: float = 1e-3, rounds: int = 3, select: bool = False, proxy_copies: int = 8
     ) -> None:
         if margin < 0:
             raise ValueError(f"`margin` must be >= 0, got {margin}.")
@@ -76,47 +77,59 @@ class LastLayerEdit(UnlearningPlugin):
         self.select = select
         self.proxy_copies = int(proxy_copies)
         self._proxy: tuple[Tensor, Tensor] | None = None
+        self._ready = False
 
     @override
     def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        x = request.forget[0]
-        if last_linear(module.classifier) is None:
+        self._ready = last_linear(module.classifier) is not None
+        if not self._ready:
             rank_zero_warn("LastLayerEdit needs an nn.Linear classification head; the classifier has none: it is off.")
-            self._proxy = None
             return
-        if x.dim() == 4 and len(x) > 0:
-            probe = shifted_copies(x, self.proxy_copies, default_max_shift(x), generator=request.generator(40))
-        else:
+        x = request.forget[0]
+        if self.select:
             probe = x
-        self._proxy = (probe, predict(module.classifier, probe))
+            if x.dim() == 4 and len(x) > 0:
+                probe = shifted_copies(x, self.proxy_copies, default_max_shift(x), generator=request.generator(40))
+            self._proxy = (probe, predict(module.classifier, probe))
 
     @override
     def finish(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        if self._proxy is None:
+        if not self._ready:
             return
         classifier = module.classifier
         x, y, t = _gather_parts(trainer, request)
-        protected = _gather(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
-        stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
         remaining = int((~is_unlearned(predict(classifier, x), y, t)).sum())
         if remaining == 0 and not (self.select and request.steps > 0):
             request.summary.finished_by = "steps"
             return
-        request.restore(classifier)
+        protected = _gather(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
+        stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
+        head = last_linear(classifier)
+        assert head is not None
+        exact = len(y) < (head.in_features + 1) / 2
+        from_original = remaining == 0 or (remaining > len(y) / 2 and exact)
+        if from_original:
+            request.restore(classifier)
         for _ in range(self.rounds):
             edit_last_layer(classifier, x, y, protected if len(protected) else x, t, margin=self.margin, lam=self.lam)
             edited = int((~is_unlearned(predict(classifier, x), y, t)).sum())
             if edited == 0:
                 break
-        keep_edit = edited < remaining or (
-            edited == 0 and self._damage(trainer, module) < self._damage(trainer, module, stepped)
-        )
-        if not keep_edit:
+        if remaining == 0:  # select: keep the edit only if it moves the pre-trained outputs less
+            if edited > 0 or self._damage(trainer, module) >= self._damage(trainer, module, stepped):
+                classifier.load_state_dict(stepped)
+                request.summary.finished_by = "steps"
+                return
+        elif edited >= remaining:  # the edit did not help: keep what the steps reached
             classifier.load_state_dict(stepped)
-        request.summary.finished_by = "edit" if keep_edit else ("steps" if remaining == 0 else "none")
-        if keep_edit:
-            why = "the steps left instances remembered" if remaining else "it moves the pre-trained outputs less"
-            rank_zero_info(f"Unlearning request {request.summary.request}: kept the last-layer edit ({why}).")
+            request.summary.finished_by = "none"
+            return
+        request.summary.finished_by = "edit" if from_original else "steps+edit"
+        rank_zero_info(
+            f"Unlearning request {request.summary.request}: {remaining} of {len(y)} instances were still remembered"
+            f" after {request.steps} steps; the last-layer edit of the "
+            f"{'original' if from_original else 'reached'} weights leaves {edited}."
+        )
 
     def _damage(self, trainer: L.Trainer, module: UnlearningModule, weights: dict[str, Any] | None = None) -> float:
         """Mean KL divergence of the classifier's outputs on the proxy inputs from the pre-trained ones (reduced
