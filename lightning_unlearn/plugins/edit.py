@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_unlearn.functional.edit import edit_last_layer, last_linear
@@ -28,13 +28,14 @@ class LastLayerEdit(UnlearningPlugin):
     forget instance is unlearned, changing the layer's outputs on the request's protected inputs least
     (:func:`~lightning_unlearn.functional.edit.edit_last_layer`). A request then never ends with nothing forgotten.
 
-    Which weights are edited, when the step budget ends with instances still remembered:
-
-    - the weights the steps reached, for the instances still remembered, when the steps unlearned at least half of
-      them (a small change finishes what the optimiser nearly did), or when there are too many instances for an
-      exact edit (``k >= d / 2`` for a head with ``d`` inputs);
-    - otherwise the original weights: the steps made little progress, typically on classifiers where gradient steps
-      cost much accuracy (no BatchNorm, MLPs), and the edit alone keeps more (``docs/benchmarks.md``).
+    Which weights are edited, when the step budget ends with instances still remembered: both the weights the steps
+    reached (for the instances still remembered: a small change finishes what the optimiser nearly did) and the
+    original weights (the steps may have cost more than they bought: typically on classifiers without BatchNorm, and
+    MLPs) are edited, and the request keeps the one that moves the pre-trained outputs least on held-out shifted
+    copies of the forget images (KL divergence to the pre-trained softmax, a data-free proxy of the damage); the
+    original weights are a candidate only when the edit can be exact (``k < d / 2`` for a head with ``d`` inputs).
+    For inputs that are not images, the reached weights are edited when the steps unlearned at least half of the
+    instances, the original ones otherwise.
 
     Up to ``rounds`` solves, each on the instances still remembered (the features need not be linearly independent).
     ``summary.finished_by`` says which result the request kept: ``"steps"``, ``"steps+edit"``, ``"edit"`` or
@@ -48,7 +49,7 @@ class LastLayerEdit(UnlearningPlugin):
         select: also compute the edit of the original weights when the steps *did* unlearn every instance, and keep it
             if it moves the pre-trained outputs less on held-out shifted copies of the forget images (KL divergence
             to the pre-trained softmax). Off by default: on digits that proxy picked the worse result at k = 8.
-        proxy_copies: held-out shifted copies per forget image for ``select``.
+        proxy_copies: held-out shifted copies per forget image for the proxy.
 
     Raises:
         ValueError: if an argument is outside its valid range.
@@ -86,10 +87,9 @@ class LastLayerEdit(UnlearningPlugin):
             rank_zero_warn("LastLayerEdit needs an nn.Linear classification head; the classifier has none: it is off.")
             return
         x = request.forget[0]
-        if self.select:
-            probe = x
-            if x.dim() == 4 and len(x) > 0:
-                probe = shifted_copies(x, self.proxy_copies, default_max_shift(x), generator=request.generator(40))
+        self._proxy = None
+        if x.dim() == 4 and len(x) > 0:
+            probe = shifted_copies(x, self.proxy_copies, default_max_shift(x), generator=request.generator(40))
             self._proxy = (probe, predict(module.classifier, probe))
 
     @override
@@ -99,7 +99,7 @@ class LastLayerEdit(UnlearningPlugin):
         classifier = module.classifier
         x, y, t = _gather_parts(trainer, request)
         remaining = int((~is_unlearned(predict(classifier, x), y, t)).sum())
-        if remaining == 0 and not (self.select and request.steps > 0):
+        if remaining == 0 and not (self.select and request.steps > 0 and self._proxy is not None):
             request.summary.finished_by = "steps"
             return
         protected = _gather(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
@@ -107,29 +107,37 @@ class LastLayerEdit(UnlearningPlugin):
         head = last_linear(classifier)
         assert head is not None
         exact = len(y) < (head.in_features + 1) / 2
-        from_original = remaining == 0 or (remaining > len(y) / 2 and exact)
-        if from_original:
-            request.restore(classifier)
+        candidates = ["original"] if remaining == 0 else ["reached", *(["original"] if exact else [])]
+        if remaining > 0 and exact and self._proxy is None:  # no proxy: judge by the steps' progress
+            candidates = ["reached"] if remaining <= len(y) / 2 else ["original"]
+        results = []
+        for start in candidates:
+            classifier.load_state_dict(stepped if start == "reached" else request.original)
+            left = self._edit(classifier, x, y, t, protected)
+            damage = self._damage(trainer, module) if len(candidates) > 1 or remaining == 0 else 0.0
+            results.append((left, damage, start, {n: v.detach().clone() for n, v in classifier.state_dict().items()}))
+        left, damage, start, weights = min(results, key=lambda r: (r[0], r[1]))
+        if remaining == 0 and (left > 0 or damage >= self._damage(trainer, module, stepped)):
+            start, left, weights = "steps", 0, stepped  # select: the steps' result moves the outputs less
+        elif remaining > 0 and left >= remaining:
+            start, left, weights = "none", remaining, stepped  # the edit did not help: keep what the steps reached
+        classifier.load_state_dict(weights)
+        request.summary.finished_by = {"reached": "steps+edit", "original": "edit"}.get(start, start)
+        if remaining > 0:
+            rank_zero_info(
+                f"Unlearning request {request.summary.request}: {remaining} of {len(y)} instances were still remembered"
+                f" after {request.steps} steps; kept {request.summary.finished_by!r}, {left} left."
+            )
+
+    def _edit(self, classifier: nn.Module, x: Tensor, y: Tensor, t: Tensor | None, protected: Tensor) -> int:
+        """Up to ``rounds`` solves on the current weights; returns how many instances are still remembered."""
+        left = len(y)
         for _ in range(self.rounds):
             edit_last_layer(classifier, x, y, protected if len(protected) else x, t, margin=self.margin, lam=self.lam)
-            edited = int((~is_unlearned(predict(classifier, x), y, t)).sum())
-            if edited == 0:
+            left = int((~is_unlearned(predict(classifier, x), y, t)).sum())
+            if left == 0:
                 break
-        if remaining == 0:  # select: keep the edit only if it moves the pre-trained outputs less
-            if edited > 0 or self._damage(trainer, module) >= self._damage(trainer, module, stepped):
-                classifier.load_state_dict(stepped)
-                request.summary.finished_by = "steps"
-                return
-        elif edited >= remaining:  # the edit did not help: keep what the steps reached
-            classifier.load_state_dict(stepped)
-            request.summary.finished_by = "none"
-            return
-        request.summary.finished_by = "edit" if from_original else "steps+edit"
-        rank_zero_info(
-            f"Unlearning request {request.summary.request}: {remaining} of {len(y)} instances were still remembered"
-            f" after {request.steps} steps; the last-layer edit of the "
-            f"{'original' if from_original else 'reached'} weights leaves {edited}."
-        )
+        return left
 
     def _damage(self, trainer: L.Trainer, module: UnlearningModule, weights: dict[str, Any] | None = None) -> float:
         """Mean KL divergence of the classifier's outputs on the proxy inputs from the pre-trained ones (reduced
