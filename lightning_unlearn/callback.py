@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
@@ -27,7 +29,8 @@ from lightning_unlearn.report import plot_trace, write_summary
 from lightning_unlearn.request import ForgetPart, Request, RequestSummary
 from lightning_unlearn.spawn import SpawnSafeGenerators, register_receiver, return_to_main_process
 
-_UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+#: sharded strategies: each process holds a part of the weights, which the request's edits and checks cannot see whole
+_UNSUPPORTED_STRATEGIES = (FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy)
 
 __all__ = ["InstanceUnlearning", "RequestSummary"]
 
@@ -186,7 +189,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
                 " with `UnlearningModule(classifier, num_classes=...)`."
             )
         name = type(trainer.strategy).__name__
-        if name in _UNSUPPORTED_STRATEGIES:
+        if isinstance(trainer.strategy, _UNSUPPORTED_STRATEGIES):
             raise ValueError(
                 f"InstanceUnlearning does not support strategy {name}; use a data-parallel strategy ('ddp',"
                 " 'ddp_spawn', 'ddp_fork') or a single device."
@@ -249,10 +252,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         request.summary.after = request.measure(pl_module)
         failure = request.failure(self.max_drop)
         self._finish(trainer, pl_module, failure)
-        mia = self.history[-1].after.get("mia/efficacy")
-        if mia is not None and mia == mia:
-            for logger in trainer.loggers:
-                logger.log_metrics({"mia/efficacy": mia}, step=trainer.global_step)
+        self._log_final_values(trainer)
 
     @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -296,6 +296,20 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         return plot_trace(self.trace, path)
 
     # ------------------------------------------------------------------------------------------------- internals
+    def _log_final_values(self, trainer: L.Trainer) -> None:
+        """Write the request's outcome (every ``forget/*``, plugin value, ``{name}/acc``, ``{name}/drop`` and
+        ``mia/efficacy``) to every logger at the last step, whatever ``log_every_n_steps`` is: the last point of each
+        curve is the request's result.
+        """
+        summary = self.history[-1]
+        final = {name: value for name, value in summary.after.items() if math.isfinite(value)}
+        for name, value in summary.before.items():
+            if name.endswith("/acc") and not name.startswith("forget/") and name in final:
+                final[f"{name[:-4]}/drop"] = value - final[name]
+        for logger in trainer.loggers:
+            logger.log_metrics(final, step=trainer.global_step)
+            logger.save()
+
     def _returned_state(self) -> dict[str, Any]:
         """What rank 0's worker hands back to this callback in the main process (``ddp_spawn``, ``ddp_fork``)."""
         return {"history": self.history, "trace": self.trace, "receipts": self.receipts}

@@ -134,3 +134,36 @@ def test_csv_logger_gets_every_documented_name(digits, digits_cnn, tmp_path: Pat
         "test/acc", "test/drop", "mia/efficacy",
     }  # fmt: skip
     assert documented <= names, documented - names
+
+
+def test_the_last_logged_point_is_the_request_outcome_whatever_log_every_n_steps(
+    digits, digits_cnn, tmp_path: Path
+) -> None:
+    """With the Trainer's default ``log_every_n_steps=50``, a request that ends between logging steps still writes its
+    final values: the last row of every documented name holds the summary's ``after`` value."""
+    index = forget_indices(len(digits.y_train), 8, seed=5)
+    rest = torch.ones(len(digits.y_train), dtype=torch.bool)
+    rest[index] = False
+    evaluation = {
+        "retain": DataLoader(TensorDataset(digits.x_train[rest], digits.y_train[rest]), batch_size=1024),
+        "test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=1024),
+    }
+    callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5), seed=0)
+    kwargs = {**quiet_trainer_kwargs(), "logger": CSVLogger(tmp_path)}
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1000, **kwargs)
+    forget = ForgetSet(digits.x_train[index], digits.y_train[index])
+    trainer.fit(
+        UnlearningModule(copy.deepcopy(digits_cnn), 10), DataLoader(forget, batch_size=8), val_dataloaders=evaluation
+    )
+    summary = callback.summary
+    assert summary is not None and summary.unlearned and summary.steps % 50 != 0
+    with open(next(tmp_path.rglob("metrics.csv"))) as handle:
+        rows = list(csv.DictReader(handle))
+    last = {
+        name: [float(r[name]) for r in rows if r.get(name)][-1] for name in rows[0] if name not in ("epoch", "step")
+    }
+    assert last["forget/acc"] == summary.after["forget/acc"] == 0.0
+    assert last["forget/remaining"] == 0.0
+    for name in ("retain/acc", "test/acc", "mia/efficacy", "anchor/agreement"):
+        assert last[name] == pytest.approx(summary.after[name])
+    assert last["test/drop"] == pytest.approx(summary.before["test/acc"] - summary.after["test/acc"])

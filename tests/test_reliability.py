@@ -295,18 +295,7 @@ def _sharded_strategy(name: str) -> object:
         pytest.skip(f"{name} cannot be constructed here: {error}")
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "FSDPStrategy",
-        "DeepSpeedStrategy",
-        "ModelParallelStrategy",
-        pytest.param(
-            "sub:FSDPStrategy",
-            marks=pytest.mark.xfail(strict=True, reason="refusal by class name; fixed on the refactor branch"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "sub:FSDPStrategy"])
 def test_sharded_strategies_are_refused_at_setup(digits_cnn, name: str) -> None:
     strategy = _sharded_strategy(name)
     trainer = type("StandInTrainer", (), {"strategy": strategy})()  # setup only reads `trainer.strategy` to refuse

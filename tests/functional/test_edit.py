@@ -50,5 +50,5 @@ def test_the_wanted_change_is_zero_for_instances_already_past_the_margin() -> No
 def test_a_model_without_a_linear_head_is_refused() -> None:
     model = nn.Sequential(nn.Conv2d(1, 3, 8), nn.Flatten())
     assert last_linear(model) is None
-    with pytest.raises(ValueError, match="`model` has no nn.Linear layer"):
+    with pytest.raises(ValueError, match=r"`model` has no nn\.Linear layer"):
         edit_last_layer(model, torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), torch.rand(4, 1, 8, 8))

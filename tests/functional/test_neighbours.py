@@ -20,8 +20,7 @@ def test_every_copy_is_a_nonzero_translation_of_its_image(digits: Split) -> None
             for dx in (-1, 0, 1)
             if torch.equal(source[:, 1 - dy : 9 - dy, 1 - dx : 9 - dx], image)
         ]
-        assert matches and (0, 0) not in matches[:1] or len(matches) > 1  # a real shift (some images are symmetric)
-        assert not torch.equal(image, x[row // 20]) or len(matches) > 1
+        assert any(offset != (0, 0) for offset in matches)  # a real translation of its own image
 
 
 def test_offsets_cover_all_eight_neighbours_and_are_seeded() -> None:
