@@ -129,7 +129,13 @@ def plain_loop_request(classifier: nn.Module, forget: ForgetSet, seed: int) -> d
         done = remaining == 0
         if stall.update(remaining, steps):
             anchors.scale_protection(0.5)
-    return {"steps": steps, "seconds": time.perf_counter() - started, "unlearned": done, "setup_seconds": float("nan")}
+    return {
+        "steps": steps,
+        "seconds": time.perf_counter() - started,
+        "unlearned": done,
+        "setup_seconds": float("nan"),
+        "finished_by": None,
+    }
 
 
 def retrain_request(
@@ -144,7 +150,13 @@ def retrain_request(
     model = make_model().to(device)
     started = time.perf_counter()
     train_classifier(model, split.x_train[retain_index], split.y_train[retain_index], epochs=epochs, seed=seed)
-    return model, {"steps": 0, "seconds": time.perf_counter() - started, "unlearned": None, "setup_seconds": 0.0}
+    return model, {
+        "steps": 0,
+        "seconds": time.perf_counter() - started,
+        "unlearned": None,
+        "setup_seconds": 0.0,
+        "finished_by": None,
+    }
 
 
 BARE = {"shifted_copies": None, "edit": None}  # the baselines and the reference recipe run without our additions

@@ -16,7 +16,7 @@ from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import ANCHOR_LOSS_KINDS, AnchorLossKind, anchor_loss
 from lightning_unlearn.functional.pgd import NORMS, Norm, eval_mode, other_classes, targeted_pgd
 from lightning_unlearn.metrics import AnchorAgreement
-from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.plugins.base import ScaledProtection
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class AnchorPool:
         return float((self.logits.argmax(-1) == self.attack_targets).float().mean())
 
 
-class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Generator: see spawn.py
+class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Generator: see spawn.py
     """Generates adversarial anchors from the forget instances and supplies their loss during unlearning.
 
     For each forget instance, ``per_instance`` anchors are made by targeted PGD toward classes drawn uniformly from the
@@ -164,22 +164,13 @@ class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Genera
         self.backend = backend
         self._pool: AnchorPool | None = None
         self._batch_generator = torch.Generator()
-        self._scale = 1.0
-        self._stash: dict[str, Any] | None = None
 
     name = "anchor_loss"
-    #: the lowest scale the stall rule can bring the anchor weight to
-    MIN_SCALE = 1.0 / 1024
 
     @property
     def pool(self) -> AnchorPool | None:
         """This process's anchors while a request runs (``None`` otherwise)."""
         return self._pool
-
-    @property
-    def scale(self) -> float:
-        """The factor the stall rule has applied to ``weight`` in the current (or last) request."""
-        return self._scale
 
     @override
     def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
@@ -192,11 +183,7 @@ class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Genera
             int(count), 1
         )
         self._batch_generator = request.generator(1)
-        self._scale = 1.0
-        if self._stash is not None:
-            self._batch_generator.set_state(self._stash["batch_generator"])
-            self._scale = float(self._stash["scale"])
-            self._stash = None
+        self._start_scale(self._batch_generator)
 
     @override
     def loss_term(self, module: UnlearningModule) -> Tensor:
@@ -225,13 +212,6 @@ class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Genera
         return {} if self._pool is None else {"train/anchor_scale": self._scale}
 
     @override
-    def scale_protection(self, factor: float) -> float | None:
-        """Multiply the anchor weight by ``factor`` (at least :attr:`MIN_SCALE`); the new scale if it changed."""
-        scale = max(self._scale * factor, self.MIN_SCALE)
-        changed, self._scale = scale != self._scale, scale
-        return scale if changed else None
-
-    @override
     def teardown(self, module: UnlearningModule) -> None:
         self._pool = None
 
@@ -239,11 +219,7 @@ class PGDAnchors(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Genera
     def state_dict(self) -> dict[str, Any]:
         if self._pool is None:
             return {}
-        return {"batch_generator": self._batch_generator.get_state(), "scale": self._scale}
-
-    @override
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._stash = dict(state) if state else None
+        return self._scale_state(self._batch_generator)
 
     @property
     def resolved_backend(self) -> str:

@@ -113,9 +113,9 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             edit = LastLayerEdit()
         if retain is not None and not isinstance(retain, RetainDistillation):
             retain = RetainDistillation(retain)
-        for name, value, kind in (("shifted_copies", shifted_copies, ShiftedCopies), ("edit", edit, LastLayerEdit)):
-            if value is not None and not isinstance(value, kind):
-                raise ValueError(f"`{name}` must be a {kind.__name__}, 'default' or None, got {type(value).__name__}.")
+        for name, part, kind in (("shifted_copies", shifted_copies, ShiftedCopies), ("edit", edit, LastLayerEdit)):
+            if part is not None and not isinstance(part, kind):
+                raise ValueError(f"`{name}` must be a {kind.__name__}, 'default' or None, got {type(part).__name__}.")
         if anchors is not None and not isinstance(anchors, PGDAnchors):
             raise ValueError(f"`anchors` must be a PGDAnchors, 'default' or None, got {type(anchors).__name__}.")
         if importance is not None and not isinstance(importance, MASImportance):

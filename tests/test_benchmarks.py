@@ -12,7 +12,7 @@ from tests.conftest import fresh_launch_env
 REPO = Path(__file__).resolve().parents[1]
 ROW_KEYS = {
     "method", "k", "seed", "steps", "seconds", "unlearned", "setup_seconds", "forget_acc", "target_acc",
-    "retain_acc", "test_acc", "mia_efficacy", "pretrained_test_acc",
+    "retain_acc", "test_acc", "mia_efficacy", "pretrained_test_acc", "finished_by",
 }  # fmt: skip
 
 
@@ -94,5 +94,5 @@ def test_cifar10_benchmark_runs_on_a_local_folder(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["k"]) for r in rows] == [("neg_grad", 1), ("retrain", 1)]
     assert all(set(row) == ROW_KEYS for row in rows)
-    assert (tmp_path / "cache" / "cifar10_resnet18_seed0_ep1.pt").is_file()
+    assert (tmp_path / "cache" / "benchmark_cifar10_resnet18_seed0_ep1.pt").is_file()
     assert "| retrain | 1 | 1 | n/a |" in stdout

@@ -145,7 +145,7 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     test_before = accuracy(digits_cnn, digits.x_test, digits.y_test)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, seed=0, edit=None)  # the steps alone
+    callback = InstanceUnlearning(anchors=_anchors(), seed=0, edit=None)  # the steps alone, default budget
     trainer, module = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lightning_unlearn.cli import main, shipped_configs
 from lightning_unlearn.data import ForgetSet
@@ -59,7 +60,15 @@ def test_fit_that_runs_out_of_steps_exits_1_with_the_reason_last(
     _pretrained_digits, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(_fit_args(tmp_path, "--trainer.max_epochs", "1")) == 1
+    # without the last-layer edit (on by default, it finishes a request whose budget runs out) one step cannot do it
+    config = yaml.safe_load(CONFIG.read_text())
+    unlearning = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("InstanceUnlearning"))
+    unlearning["init_args"]["edit"] = None
+    no_edit = tmp_path / "no_edit.yaml"
+    no_edit.write_text(yaml.safe_dump(config))
+    args = _fit_args(tmp_path, "--trainer.max_epochs", "1")
+    args[args.index(str(CONFIG))] = str(no_edit)
+    assert main(args) == 1
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1] == (
         "lightning-unlearn: request failed: 1 of 1 instances still remembered after 1 steps; the original weights were"

@@ -135,7 +135,7 @@ def edit_last_layer(
     gram = h_f @ solved  # H_f C^-1 H_f^T, [m, m]
     delta = change.T @ torch.linalg.pinv(gram) @ solved.T  # [C, d]
     if with_bias:
-        head.bias += delta[:, -1].to(head.bias.dtype)
+        head.bias.add_(delta[:, -1].to(head.bias.dtype))
         delta = delta[:, :-1]
-    head.weight += delta.to(head.weight.dtype)
+    head.weight.add_(delta.to(head.weight.dtype))
     return moved

@@ -122,6 +122,43 @@ class UnlearningPlugin:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}
 
 
+class ScaledProtection(UnlearningPlugin):
+    """A plugin with a protective weight that the stall rule can lower (anchors, held outputs): :attr:`scale` starts
+    at 1 in each request and is halved down to :attr:`MIN_SCALE`; it and the plugin's batch generator are saved with a
+    resumed request.
+    """
+
+    #: the lowest scale the stall rule can bring the weight to
+    MIN_SCALE = 1.0 / 1024
+    _scale: float = 1.0
+    _stash: dict[str, Any] | None = None
+
+    @property
+    def scale(self) -> float:
+        """The factor the stall rule has applied to the weight in the current (or last) request."""
+        return self._scale
+
+    def scale_protection(self, factor: float) -> float | None:
+        """Multiply the weight by ``factor`` (at least :attr:`MIN_SCALE`); the new scale if it changed."""
+        scale = max(self._scale * factor, self.MIN_SCALE)
+        changed, self._scale = scale != self._scale, scale
+        return scale if changed else None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._stash = dict(state) if state else None
+
+    def _start_scale(self, generator: Any) -> None:
+        """At setup: scale 1, or the checkpointed scale and generator state of a resumed request."""
+        self._scale = 1.0
+        if self._stash is not None:
+            generator.set_state(self._stash["generator"])
+            self._scale = float(self._stash["scale"])
+            self._stash = None
+
+    def _scale_state(self, generator: Any) -> dict[str, Any]:
+        return {"generator": generator.get_state(), "scale": self._scale}
+
+
 def check_plugins(plugins: Sequence[Any], *reserved: UnlearningPlugin) -> list[UnlearningPlugin]:
     """``plugins`` as a list, checked: all plugins, their names unique and none taken by ``reserved`` plugins.
 

@@ -71,12 +71,10 @@ def retained_inputs(source: RetainSource) -> Tensor:
     """
     if isinstance(source, Tensor):
         return source.detach()
-    items: Iterable[Any] = source
     if isinstance(source, Dataset) and not isinstance(source, DataLoader) and hasattr(source, "__len__"):
-        items = (source[i] for i in range(len(source)))  # type: ignore[arg-type]
-        parts = [_first(item).unsqueeze(0) for item in items]
+        parts = [_first(source[i]).unsqueeze(0) for i in range(len(source))]
     else:
-        parts = [_first(batch) for batch in items]
+        parts = [_first(batch) for batch in source]  # type: ignore[union-attr]
     if not parts:
         raise ValueError("`retain` holds no inputs: pass a non-empty tensor, Dataset or DataLoader.")
     return torch.cat(parts).detach()

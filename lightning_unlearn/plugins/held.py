@@ -10,7 +10,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_unlearn.functional.evaluation import predict
-from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.plugins.base import ScaledProtection
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from lightning_unlearn.request import Request
 
 
-class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Generator: see spawn.py
+class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Generator: see spawn.py
     """Distil the pre-trained model's outputs on a pool of inputs while a request unlearns (KL divergence to the
     pre-trained softmax, on ``batch_size`` inputs drawn at every step).
 
@@ -38,8 +38,6 @@ class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Gener
     """
 
     name = "held_outputs"
-    #: the lowest scale the stall rule can bring the weight to
-    MIN_SCALE = 1.0 / 1024
 
     def __init__(self, weight: float, batch_size: int, generator_offset: int) -> None:
         if weight < 0:
@@ -52,8 +50,6 @@ class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Gener
         self._inputs: Tensor | None = None
         self._logits: Tensor | None = None
         self._generator = torch.Generator()
-        self._scale = 1.0
-        self._stash: dict[str, Any] | None = None
 
     def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
         """The pool's inputs (this process's share), on the module's device."""
@@ -70,11 +66,7 @@ class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Gener
         self._logits = predict(module.classifier, self._inputs) if len(self._inputs) else None
         request.protected.append(self._inputs)
         self._generator = request.generator(self._offset)
-        self._scale = 1.0
-        if self._stash is not None:
-            self._generator.set_state(self._stash["generator"])
-            self._scale = float(self._stash["scale"])
-            self._stash = None
+        self._start_scale(self._generator)
 
     @override
     def loss_term(self, module: UnlearningModule) -> Tensor:
@@ -92,12 +84,6 @@ class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Gener
         return {} if self._inputs is None else {f"train/{self.name}_scale": self._scale}
 
     @override
-    def scale_protection(self, factor: float) -> float | None:
-        scale = max(self._scale * factor, self.MIN_SCALE)
-        changed, self._scale = scale != self._scale, scale
-        return scale if changed else None
-
-    @override
     def teardown(self, module: UnlearningModule) -> None:
         self._inputs = self._logits = None
 
@@ -105,8 +91,4 @@ class HeldOutputs(SpawnSafeGenerators, UnlearningPlugin):  # holds a torch.Gener
     def state_dict(self) -> dict[str, Any]:
         if self._inputs is None:
             return {}
-        return {"generator": self._generator.get_state(), "scale": self._scale}
-
-    @override
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._stash = dict(state) if state else None
+        return self._scale_state(self._generator)
