@@ -28,19 +28,26 @@ def demo(
     progress: bool = True,
     out_dir: str | Path = "unlearn_output/demo",
     compare_retrain: bool = False,
+    retain_fraction: float = 0.0,
 ) -> dict[str, dict[str, float]]:
     """Pre-train (or load from cache) a small CNN on scikit-learn digits, forget ``k`` training instances with the
     package defaults, print a before/after table and write logs, a JSON summary and a PNG plot to ``out_dir``.
 
     With ``progress`` the request shows one :class:`~lightning_unlearn.progress.UnlearningProgressBar`. With
     ``compare_retrain`` the same CNN is also trained from scratch without the forget instances (the pre-training
-    recipe), and its accuracies and seconds are printed next to unlearning's.
+    recipe), and its accuracies and seconds are printed next to unlearning's. With ``retain_fraction`` > 0 that share
+    of the rest of the training set is passed as a retained sample (``InstanceUnlearning(retain=...)``).
+
+    Raises:
+        ValueError: if ``retain_fraction`` is outside [0, 1].
 
     Returns:
         ``{"before": {...}, "after": {...}}``, plus ``"retrain"`` with ``compare_retrain``.
     """
     import importlib.util
 
+    if not 0.0 <= retain_fraction <= 1.0:
+        raise ValueError(f"`retain_fraction` must be in [0, 1], got {retain_fraction}.")
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from torch.utils.data import TensorDataset
 
@@ -64,7 +71,8 @@ def demo(
     }
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     logger = TensorBoardLogger(out, name="logs") if tensorboard else CSVLogger(out, name="logs")
-    callback = InstanceUnlearning(max_steps=max_steps, seed=seed)
+    sample = round(retain_fraction * len(retain_idx))
+    callback = InstanceUnlearning(max_steps=max_steps, seed=seed, retain=x_r[:sample] if sample else None)
     trainer = L.Trainer(
         max_epochs=-1,
         callbacks=[callback, *([UnlearningProgressBar()] if progress else [])],
@@ -396,6 +404,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also retrain the CNN without the forget instances; print its accuracies and seconds next to unlearning's",
     )
+    p_demo.add_argument(
+        "--retain-fraction",
+        type=float,
+        default=0.0,
+        help="pass this share of the other training images as a retained sample (default 0: the forget set only)",
+    )
     p_verify = sub.add_parser("verify", help="check a model and forget data against a deletion receipt")
     p_verify.add_argument("--receipt", required=True, help="receipt JSON written by InstanceUnlearning(receipt_dir=)")
     p_verify.add_argument("--model", required=True, help="pickled module, Lightning checkpoint or state dict")
@@ -414,6 +428,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         out_dir=args.out_dir,
         compare_retrain=args.compare_retrain,
+        retain_fraction=args.retain_fraction,
     )
     return 0
 

@@ -28,7 +28,8 @@ def write_summary(requests: Sequence[dict[str, Any]], trace: Sequence[dict[str, 
 
 
 def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Plot every logged series of ``trace`` (``InstanceUnlearning.trace``) against the step, one line per name.
+    """Plot every logged series of ``trace`` (``InstanceUnlearning.trace``) against the step, one line per name, the
+    instances still remembered on a second axis and the end of each request as a dashed line.
 
     Raises:
         ModuleNotFoundError: if matplotlib is not installed.
@@ -47,6 +48,17 @@ def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
         if points:
             xs, ys = zip(*points)
             ax.plot(xs, ys, label=name, marker="o" if len(points) < 30 else None, markersize=3)
+    ends = {p["request"]: p["step"] for p in trace if "request" in p and "step" in p}
+    for end in ends.values():  # the last step of each request
+        ax.axvline(end, color="grey", linestyle="--", linewidth=1)
+    remaining = [(p["step"], p["forget/remaining"]) for p in trace if "forget/remaining" in p]
+    if remaining:
+        twin = ax.twinx()
+        xs, ys = zip(*remaining)
+        twin.step(xs, ys, where="post", color="black", alpha=0.5, label="forget/remaining")
+        twin.set_ylabel("instances still remembered")
+        twin.set_ylim(bottom=0)
+        twin.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("accuracy / agreement")
     ax.set_ylim(-0.02, 1.02)

@@ -189,3 +189,15 @@ def test_demo_with_the_progress_bar_and_retraining_prints_at_most_40_lines(_pret
     assert forget_row.startswith("| forget acc   |  100.0% |    0.0% |"), forget_row
     assert re.search(r"seconds: [\d.]+ \(retraining without them: [\d.]+s\), all unlearned: True", stdout)
     assert os.path.isfile(tmp_path / "d" / "summary.json")
+
+
+def test_demo_with_a_retained_sample_unlearns_and_plots(_pretrained_digits, tmp_path: Path) -> None:
+    from lightning_unlearn.cli import demo
+
+    result = demo(k=2, seed=1, progress=False, out_dir=tmp_path, retain_fraction=0.05)
+    assert result["after"]["forget/acc"] == 0.0 and result["after"]["test/acc"] >= result["before"]["test/acc"] - 0.02
+    summary = json.loads((tmp_path / "summary.json").read_text())["requests"][0]
+    assert summary["unlearned"] is True
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    with pytest.raises(ValueError, match=re.escape("`retain_fraction` must be in [0, 1], got 1.5.")):
+        demo(k=2, progress=False, out_dir=tmp_path, retain_fraction=1.5)
