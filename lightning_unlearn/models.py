@@ -5,27 +5,31 @@ from __future__ import annotations
 from torch import nn
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> nn.Sequential:
-    """A three-convolution CNN with BatchNorm, sized for 8x8 to 32x32 images.
+def small_cnn(
+    num_classes: int = 10, in_channels: int = 1, width: int = 32, batchnorm: bool = True, dropout: float = 0.0
+) -> nn.Sequential:
+    """A three-convolution CNN, with BatchNorm after each convolution (``batchnorm``) and optional dropout before the
+    last convolution and the head, sized for 8x8 to 32x32 images.
 
     Examples:
         >>> import torch
         >>> small_cnn()(torch.rand(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), *([nn.BatchNorm2d(c_out)] if batchnorm else []), nn.ReLU()]
+
+    drop = [nn.Dropout(dropout)] if dropout > 0 else []
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1),
-        nn.BatchNorm2d(width),
-        nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.BatchNorm2d(2 * width),
-        nn.ReLU(),
+        *block(in_channels, width),
+        *block(width, 2 * width),
         nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
-        nn.BatchNorm2d(4 * width),
-        nn.ReLU(),
+        *drop,
+        *block(2 * width, 4 * width),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
+        *drop,
         nn.Linear(4 * width, num_classes),
     )
 
@@ -45,20 +49,7 @@ def cnn_no_bn(num_classes: int = 10, in_channels: int = 1, width: int = 32, drop
         >>> cnn_no_bn()(torch.rand(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
-    return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Dropout(dropout),
-        nn.Conv2d(2 * width, 4 * width, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(4 * width, num_classes),
-    )
+    return small_cnn(num_classes, in_channels, width, batchnorm=False, dropout=dropout)
 
 
 def mlp(num_classes: int = 10, in_features: int = 64, hidden: int = 256) -> nn.Sequential:

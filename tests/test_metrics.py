@@ -109,14 +109,19 @@ def test_mia_separates_an_overfit_models_training_data_and_moves_after_unlearnin
     assert abs(after_forget - before_unseen) < abs(before_forget - before_unseen)
 
 
-def test_csv_logger_gets_every_documented_name(digits, digits_cnn, tmp_path: Path) -> None:
-    index = forget_indices(len(digits.y_train), 6, seed=3)
+def _evaluation_sets(digits, forget_index: torch.Tensor) -> dict[str, DataLoader]:
+    """``retain`` (the training set without the forget instances) and ``test`` loaders."""
     rest = torch.ones(len(digits.y_train), dtype=torch.bool)
-    rest[index] = False
-    evaluation = {
+    rest[forget_index] = False
+    return {
         "retain": DataLoader(TensorDataset(digits.x_train[rest], digits.y_train[rest]), batch_size=1024),
         "test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=1024),
     }
+
+
+def test_csv_logger_gets_every_documented_name(digits, digits_cnn, tmp_path: Path) -> None:
+    index = forget_indices(len(digits.y_train), 6, seed=3)
+    evaluation = _evaluation_sets(digits, index)
     targets = (digits.y_train[index] + 1) % 10
     targets[:3] = -1  # half relabel, half misclassify: every forget metric is defined
     forget = ForgetSet(digits.x_train[index], digits.y_train[index])
@@ -142,12 +147,7 @@ def test_the_last_logged_point_is_the_request_outcome_whatever_log_every_n_steps
     """With the Trainer's default ``log_every_n_steps=50``, a request that ends between logging steps still writes its
     final values: the last row of every documented name holds the summary's ``after`` value."""
     index = forget_indices(len(digits.y_train), 8, seed=5)
-    rest = torch.ones(len(digits.y_train), dtype=torch.bool)
-    rest[index] = False
-    evaluation = {
-        "retain": DataLoader(TensorDataset(digits.x_train[rest], digits.y_train[rest]), batch_size=1024),
-        "test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=1024),
-    }
+    evaluation = _evaluation_sets(digits, index)
     callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5), seed=0)
     kwargs = {**quiet_trainer_kwargs(), "logger": CSVLogger(tmp_path)}
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1000, **kwargs)
