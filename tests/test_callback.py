@@ -47,6 +47,10 @@ def _fit(
     return trainer, module
 
 
+#: the forget loss alone: no anchors, shifted copies or edit (tests of the stop rule's mechanics)
+_BARE = {"anchors": None, "importance": None, "shifted_copies": None, "edit": None}
+
+
 class _StepLog(L.Callback):
     """After each step (after InstanceUnlearning's own check): whether every instance is unlearned, and the terms."""
 
@@ -210,7 +214,7 @@ def test_baseline_without_anchors_or_importance(digits: Split, digits_cnn: nn.Mo
     x, y = _pick(digits, 16)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=None, importance=None, shifted_copies=None, edit=None, max_steps=300, seed=0)
+    callback = InstanceUnlearning(**_BARE, max_steps=300, seed=0)
     trainer, _ = _fit(digits_cnn, forget, callback, log, forget_loss=kind)
     summary = callback.summary
     assert summary is not None
@@ -241,7 +245,7 @@ def test_check_every_n_steps_stops_at_first_check_after_success(digits: Split, d
     x, y = _pick(digits, 16)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, check_every_n_steps=4, seed=0)
+    callback = InstanceUnlearning(**_BARE, max_steps=300, check_every_n_steps=4, seed=0)
     trainer, _ = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None and summary.unlearned
@@ -318,7 +322,7 @@ def test_several_batches_per_epoch(digits: Split, digits_cnn: nn.Module) -> None
     x, y = _pick(digits, 12)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, seed=0)
+    callback = InstanceUnlearning(**_BARE, max_steps=300, seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, log], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=5, shuffle=True))
     summary = callback.summary
