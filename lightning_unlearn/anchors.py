@@ -16,7 +16,7 @@ from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import ANCHOR_LOSS_KINDS, AnchorLossKind, anchor_loss
 from lightning_unlearn.functional.pgd import NORMS, Norm, eval_mode, other_classes, targeted_pgd
 from lightning_unlearn.metrics import AnchorAgreement
-from lightning_unlearn.plugins.base import ScaledProtection
+from lightning_unlearn.plugins.base import ScaledProtection, zero_term
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         pool = self._pool
         assert pool is not None
         if len(pool) == 0:  # an empty shard: a zero that still touches every parameter (DDP needs all grads)
-            return 0.0 * torch.stack([p.sum() for p in module.classifier.parameters() if p.requires_grad]).sum()
+            return zero_term(module)
         return self._scale * self.weight * self.batch_loss(module, pool, self._batch_generator)
 
     def batch_loss(self, model: Callable[[Tensor], Tensor], pool: AnchorPool, generator: torch.Generator) -> Tensor:

@@ -122,6 +122,13 @@ class UnlearningPlugin:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}
 
 
+def zero_term(module: UnlearningModule) -> Tensor:
+    """A zero loss that still touches every trainable parameter: the term of a plugin with nothing to hold on this
+    process (an empty shard), so that DDP finds a gradient for every parameter on every process.
+    """
+    return 0.0 * sum(p.sum() for p in module.classifier.parameters() if p.requires_grad)  # type: ignore[return-value]
+
+
 class ScaledProtection(UnlearningPlugin):
     """A plugin with a protective weight that the stall rule can lower (anchors, held outputs): :attr:`scale` starts
     at 1 in each request and is halved down to :attr:`MIN_SCALE`; it and the plugin's batch generator are saved with a

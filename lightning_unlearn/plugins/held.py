@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from typing_extensions import override
 
 from lightning_unlearn.functional.evaluation import predict
-from lightning_unlearn.plugins.base import ScaledProtection
+from lightning_unlearn.functional.losses import anchor_loss
+from lightning_unlearn.plugins.base import ScaledProtection, zero_term
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 if TYPE_CHECKING:
@@ -71,13 +71,11 @@ class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Gener
     @override
     def loss_term(self, module: UnlearningModule) -> Tensor:
         inputs, logits = self._inputs, self._logits
-        if inputs is None or logits is None or len(inputs) == 0:  # an empty pool: a zero that touches every parameter
-            return 0.0 * torch.stack([p.sum() for p in module.classifier.parameters() if p.requires_grad]).sum()
+        if inputs is None or logits is None or len(inputs) == 0:  # an empty pool (DDP shard)
+            return zero_term(module)
         index = torch.randint(0, len(inputs), (min(self.batch_size, len(inputs)),), generator=self._generator)
         index = index.to(inputs.device)
-        current = F.log_softmax(module(inputs[index]).float(), -1)
-        held = F.kl_div(current, F.log_softmax(logits[index], -1), reduction="batchmean", log_target=True)
-        return self._scale * self.weight * held
+        return self._scale * self.weight * anchor_loss(module(inputs[index]).float(), logits[index], kind="kl")
 
     @override
     def step_metrics(self) -> dict[str, float]:
