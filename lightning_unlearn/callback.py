@@ -210,6 +210,8 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         if resume is not None:
             request = Request.from_state(resume["request"], forget, plugins, self.stall_patience, self._kept)
         else:
+            for optimizer in trainer.optimizers:  # a new request starts fresh, also after `fit(ckpt_path=...)`
+                optimizer.state.clear()
             k = trainer.strategy.reduce(torch.tensor(float(len(forget[1])), device=pl_module.device), reduce_op="sum")
             seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
             seed += 1_000_003 * len(self.history) + 7919 * trainer.global_rank
@@ -286,6 +288,11 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [RequestSummary(**s) for s in state_dict.get("history", [])]
         self._resume = dict(state_dict) if state_dict.get("in_progress") else None
+        if self.keep_forget_data and self.history and not self._kept:
+            rank_zero_warn(
+                f"`keep_forget_data=True`: the forget sets of this checkpoint's {len(self.history)} earlier requests"
+                " are not in it (checkpoints never hold forget data), so later requests do not keep them unlearned."
+            )
 
     def save_summary(self, path: str | Path) -> Path:
         """Write the summaries of all requests and the trace of logged values as JSON (call it on rank zero)."""

@@ -153,17 +153,24 @@ def before_after_table(summary: RequestSummary, extra: dict[str, dict[str, float
     return lines
 
 
-def verify(receipt: str, model: str, forget: str, model_class: str | None = None) -> list[str]:
-    """Check a model and forget data against a deletion receipt; prints the verdict and returns the problems."""
+def verify(receipt: str, model: str, forget: str, model_class: str | None = None, later: bool = False) -> list[str]:
+    """Check a model and forget data against a deletion receipt; prints the verdict and returns the problems.
+
+    ``later``: the model served later requests, so its hash is not the receipt's ``model_after``; check only that
+    the receipt's instances are still unlearned by it.
+    """
     from lightning_unlearn.loading import load_classifier, load_forget_tensors
     from lightning_unlearn.receipts import read_receipt, verify_receipt
 
     record = read_receipt(receipt)
     classifier = load_classifier(model, model_class)
     x, y, t = load_forget_tensors(forget)
-    problems = verify_receipt(record, classifier, x, y, t)
+    problems = verify_receipt(record, classifier, x, y, t, later=later)
+    which = " on a later model (not the receipt's `model_after`)" if later else ""
     if problems:
-        sys.stdout.write(f"NOT VERIFIED: receipt {record.request_id}\n" + "".join(f"- {p}\n" for p in problems))
+        sys.stdout.write(f"NOT VERIFIED: receipt {record.request_id}{which}\n" + "".join(f"- {p}\n" for p in problems))
+    elif later:
+        sys.stdout.write(f"VERIFIED: receipt {record.request_id}{which}: {record.k} instances still unlearned\n")
     else:
         sys.stdout.write(f"VERIFIED: receipt {record.request_id}: model matches, {record.k} instances unlearned\n")
     return problems
@@ -415,9 +422,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p_verify.add_argument("--model", required=True, help="pickled module, Lightning checkpoint or state dict")
     p_verify.add_argument("--model-class", default=None, help="architecture class path when --model holds weights")
     p_verify.add_argument("--forget", required=True, help="torch.save'd dict with 'inputs', 'labels' (, 'targets')")
+    p_verify.add_argument(
+        "--later",
+        action="store_true",
+        help="the model served later requests: check that the instances are still unlearned, not the model hash",
+    )
     args = parser.parse_args(argv)
     if args.command == "verify":
-        return 1 if verify(args.receipt, args.model, args.forget, args.model_class) else 0
+        return 1 if verify(args.receipt, args.model, args.forget, args.model_class, args.later) else 0
     if args.command == "config":
         sys.stdout.write(shipped_configs()[args.name].read_text())
         return 0
