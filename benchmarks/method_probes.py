@@ -83,6 +83,8 @@ def run(
     edit_m=0.1,
     keep_margin=0.0,
     keep_best=False,
+    n_synth=200,
+    synth_steps=200,
 ):
     split, model = task(model_name)
     orig_model = model
@@ -111,6 +113,10 @@ def run(
         pools.append(
             (x.repeat(n_aug, 1, 1, 1) + 0.3 * torch.randn((k * n_aug, *x.shape[1:]), generator=gen)).clamp(0, 1)
         )
+    if "synth" in protect:  # model-inverted stand-ins (benchmarks/continual_probes.py)
+        from continual_probes import synthesize
+
+        pools.append(synthesize(model, n_synth, x.shape[1:], seed, synth_steps))
     if retain_frac > 0:
         n = max(1, round(retain_frac * len(ri)))
         pools.append(xr[:n])

@@ -65,6 +65,17 @@ def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pr
     assert stdout.count("\n| keep_forget_data | ") == 2 and "\n| default (union) | all 4 | 1 | 1/1 |" in stdout
 
 
+def test_continual_probe_counts_relearned_instances_per_earlier_request(_pretrained_digits) -> None:
+    """The probe loop behind "Continual: what we tried": rows per request, re-learned counts per earlier request."""
+    stdout = run_script("continual_probes.py", json.dumps({"requests": 2, "k": 3, "max_steps": 3, "deepen": 5.0}))
+    rows = json.loads(stdout.strip().splitlines()[-1])["rows"]
+    assert [row["r"] for row in rows] == [1, 2]
+    assert rows[0]["relearned"] == [] and len(rows[1]["margins"]) == 2
+    assert rows[1]["relearned"][0] in range(4)  # of request 1's 3 instances
+    # the edit put each request's instances 5 logits past the boundary (median margin, right after the request)
+    assert rows[0]["margins"][0] >= 4.9 and rows[1]["margins"][1] >= 4.9
+
+
 SWEEP_KEYS = {
     "dataset", "variant", "k", "seed", "unlearned", "steps", "seconds", "forget_acc", "dev_acc", "held_acc",
     "pretrained_dev_acc", "pretrained_held_acc",
