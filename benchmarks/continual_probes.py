@@ -16,9 +16,10 @@ Prints one JSON line. See docs/benchmarks.md, "Continual: what we tried", for th
 Other keys: ``lr``, ``warmup`` (linear learning-rate warm-up over that many steps), ``deepen`` (last-layer edit to
 this margin after every request), ``noise`` (forget under random weight noise of this size relative to each tensor's
 std), ``rho`` (sharpness-aware forgetting against the re-learning direction), ``synth`` (that many model-inverted inputs
-held as well), ``moved_mask`` (gradients scaled by one minus the normalised movement of earlier requests),
-``keep_optimizer`` (one Adam state over the sequence), ``order``, ``requests``, ``k``, ``seed``, ``trace`` (every that
-many steps: earlier instances remembered, test accuracy), ``model`` (``bn``, ``nobn``, ``mlp``, ``lenet``).
+held as well), ``moved_mask`` (gradients scaled by one minus the normalised movement of earlier requests), ``wide``
+(the shifted copies forgotten too, not held), ``keep_optimizer`` (one Adam state over the sequence), ``order``,
+``requests``, ``k``, ``seed``, ``trace`` (every that many steps: earlier instances remembered, test accuracy),
+``model`` (``bn``, ``nobn``, ``mlp``, ``lenet``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def request(
         PGDAnchors(backend="builtin").generate(model, x, y, 10, generator=gen).inputs,
         shifted_copies(x, 20, 1, gen),
     ]
+    if cfg.get("wide"):  # the shifted copies are forgotten with their instance instead of held: a wider dent
+        wide_x, wide_y = pools.pop(), y.repeat_interleave(20)
     if cfg.get("retain"):
         pools.append(carried["retain"][: cfg["retain"]])
     if cfg.get("synth"):
@@ -138,6 +141,8 @@ def request(
             for group in optimizer.param_groups:
                 group["lr"] = lr * min(1.0, (steps + 1) / cfg["warmup"])
         loss = forget_loss(model(x), y, None, kind="margin", margin=margin)
+        if cfg.get("wide"):
+            loss = loss + forget_loss(model(wide_x), wide_y, None, kind="margin")
         if sigma:  # forget under random weight noise too
             draw = torch.Generator().manual_seed(steps)
             for _ in range(2):
