@@ -38,32 +38,28 @@ from torch.func import functional_call
 from lightning_unlearn import PGDAnchors
 from lightning_unlearn.functional.edit import edit_last_layer
 from lightning_unlearn.functional.evaluation import accuracy, predict
-from lightning_unlearn.functional.losses import forget_loss
+from lightning_unlearn.functional.losses import anchor_loss, forget_loss
 from lightning_unlearn.functional.metrics import is_unlearned
 from lightning_unlearn.functional.neighbours import shifted_copies
 
 torch.set_num_threads(1)
 
 
-def kl(logits: Tensor, reference: Tensor) -> Tensor:
-    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(reference, -1), reduction="batchmean", log_target=True)
+def margins(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """How far past the decision boundary each instance is, in logits (best other class minus the label's)."""
+    logits = predict(model, x)
+    return logits.clone().scatter_(1, y[:, None], float("-inf")).max(1).values - logits.gather(1, y[:, None])[:, 0]
 
 
 def remembered(model: nn.Module, x: Tensor, y: Tensor, margin: float = 0.0) -> int:
     """Instances not at least ``margin`` logits past the decision boundary."""
-    logits = predict(model, x)
-    others = logits.clone().scatter_(1, y[:, None], float("-inf")).max(1).values
-    return (
-        int((logits.gather(1, y[:, None])[:, 0] - others > -margin).sum())
-        if margin
-        else int((~is_unlearned(logits, y)).sum())
-    )
+    if margin:
+        return int((margins(model, x, y) < margin).sum())
+    return int((~is_unlearned(predict(model, x), y)).sum())
 
 
 def median_margin(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    logits = predict(model, x)
-    others = logits.clone().scatter_(1, y[:, None], float("-inf")).max(1).values
-    return round(float((others - logits.gather(1, y[:, None])[:, 0]).median()), 2)
+    return round(float(margins(model, x, y).median()), 2)
 
 
 def synthesize(model: nn.Module, n: int, shape: torch.Size, seed: int, steps: int = 200) -> Tensor:
@@ -160,7 +156,7 @@ def request(
                     p.add_(rho * d)
             loss = loss.detach() * 0
         idx = torch.randint(0, len(pool), (256,), generator=batches)
-        loss = loss + 10 * scale * kl(model(pool[idx]), reference[idx])
+        loss = loss + 10 * scale * anchor_loss(model(pool[idx]), reference[idx], kind="kl")
         if cfg.get("moved_penalty") and "moved" in carried:
             loss = loss + cfg["moved_penalty"] * sum(
                 (carried["moved"][n] * (p - start[n]) ** 2).sum() for n, p in params.items()
