@@ -56,6 +56,35 @@ def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> Instanc
     )
 
 
+def outcome_row(
+    setting: str,
+    request: int,
+    x: Tensor,
+    y: Tensor,
+    earlier: list[tuple[Tensor, Tensor]],
+    classifier: nn.Module,
+    callback: InstanceUnlearning,
+    split: Split,
+    seed: int,
+    started: float,
+) -> dict[str, Any]:
+    """The row of one request (``request`` 0 for a union request): outcome, re-learned earlier instances, test
+    accuracy; printed as a JSON line as well."""
+    summary = callback.summary
+    assert summary is not None
+    accuracies = [accuracy(classifier, xe, ye) for xe, ye in earlier]
+    row = {
+        "setting": setting, "seed": seed, "request": request, "k": len(y), "unlearned": summary.unlearned,
+        "finished_by": summary.finished_by, "steps": summary.steps, "seconds": time.perf_counter() - started,
+        "forget_acc": accuracy(classifier, x, y), "earlier_forget_acc": accuracies,
+        "relearned": sum(round(a * len(ye)) for a, (_, ye) in zip(accuracies, earlier)),
+        "earlier_instances": sum(len(ye) for _, ye in earlier),
+        "test_acc": accuracy(classifier, split.x_test, split.y_test),
+    }  # fmt: skip
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    return row
+
+
 def run_sequence(
     split: Split,
     base: nn.Module,
@@ -73,18 +102,7 @@ def run_sequence(
     for r, (x, y) in enumerate(requests):
         started = time.perf_counter()
         quiet_trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
-        summary = callback.summary
-        assert summary is not None
-        earlier = [accuracy(classifier, xe, ye) for xe, ye in requests[:r]]
-        relearned = sum(round(a * len(ye)) for a, (_, ye) in zip(earlier, requests[:r]))
-        rows.append({
-            "setting": setting, "seed": seed, "request": r + 1, "k": len(y), "unlearned": summary.unlearned,
-            "finished_by": summary.finished_by, "steps": summary.steps, "seconds": time.perf_counter() - started,
-            "forget_acc": accuracy(classifier, x, y), "earlier_forget_acc": earlier, "relearned": relearned,
-            "earlier_instances": sum(len(ye) for _, ye in requests[:r]),
-            "test_acc": accuracy(classifier, split.x_test, split.y_test),
-        })  # fmt: skip
-        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}), flush=True)
+        rows.append(outcome_row(setting, r + 1, x, y, requests[:r], classifier, callback, split, seed, started))
     return rows
 
 
@@ -103,19 +121,9 @@ def run_union(
     classifier = copy.deepcopy(base)
     callback = make_callback(setting, retain, seed, args)
     started = time.perf_counter()
-    quiet_trainer(callback).fit(
-        UnlearningModule(classifier, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=len(y))
-    )
-    summary = callback.summary
-    assert summary is not None
-    row = {
-        "setting": f"{setting} (union)", "seed": seed, "request": 0, "k": len(y), "unlearned": summary.unlearned,
-        "finished_by": summary.finished_by, "steps": summary.steps, "seconds": time.perf_counter() - started,
-        "forget_acc": accuracy(classifier, x, y), "relearned": 0, "earlier_instances": 0,
-        "test_acc": accuracy(classifier, split.x_test, split.y_test),
-    }  # fmt: skip
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
-    return row
+    module = UnlearningModule(classifier, num_classes=10)
+    quiet_trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
+    return outcome_row(f"{setting} (union)", 0, x, y, [], classifier, callback, split, seed, started)
 
 
 def table(rows: list[dict[str, Any]], pretrained: float) -> str:
