@@ -12,8 +12,10 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_unlearn.distributed import gather_rows
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import ANCHOR_LOSS_KINDS, AnchorLossKind, anchor_loss
+from lightning_unlearn.functional.neighbours import feature_spread
 from lightning_unlearn.functional.pgd import NORMS, Norm, eval_mode, other_classes, targeted_pgd
 from lightning_unlearn.metrics import AnchorAgreement
 from lightning_unlearn.plugins.base import ScaledProtection, zero_term
@@ -30,8 +32,12 @@ Backend = Literal["auto", "builtin", "torchattacks"]
 ANCHOR_LABELS: tuple[str, ...] = ("prediction", "target")
 BACKENDS: tuple[str, ...] = ("auto", "builtin", "torchattacks")
 #: L2 radii of ``eps=None`` for an 8x8 single-channel image with inputs in [0, 1]; scaled by sqrt(H * W / 64) and by
-#: the width of ``input_range`` for other inputs (see :meth:`PGDAnchors.radii`).
+#: the width of the input range (or :data:`SPREAD_WIDTH` spreads of unbounded data) for other inputs (see
+#: :meth:`PGDAnchors.radii`).
 DEFAULT_RADII: tuple[float, ...] = (0.5, 1.0, 2.0)
+#: the width, in spreads of the data, that unbounded inputs take in place of a range's width (see
+#: :meth:`PGDAnchors.radii`)
+SPREAD_WIDTH = 3.0
 
 
 @dataclass
@@ -76,9 +82,10 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
 
     Args:
         norm: ``"l2"`` or ``"linf"``.
-        eps: radius of the perturbation ball, in input units; a sequence spreads each instance's anchors evenly over
-            several radii (near anchors hold the boundary tight, far ones hold it wide). ``None`` (the default) picks
-            radii from the input size, see :meth:`radii`.
+        eps: radius of the perturbation ball, in input units (in units of the data's spread for unbounded inputs,
+            see ``input_range``); a sequence spreads each instance's anchors evenly over several radii (near anchors
+            hold the boundary tight, far ones hold it wide). ``None`` (the default) picks radii from the input size,
+            see :meth:`radii`.
         step_size: PGD step; ``None`` means ``eps / 4`` for each radius.
         steps: PGD steps.
         per_instance: anchors generated per forget instance.
@@ -86,7 +93,10 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         loss: ``"ce"`` or ``"kl"``.
         weight: weight of the anchor loss relative to the forget loss.
         batch_size: anchors drawn per training step.
-        input_range: ``(low, high)`` of valid inputs; the forget inputs must lie in it.
+        input_range: ``(low, high)`` of valid inputs (the forget inputs must lie in it; anchors are clamped to it);
+            ``None``: inputs of any value, anchors never clamped, their radii follow the spread of the data (see
+            :meth:`radii`); ``"auto"`` (the default): ``(0, 1)`` when the forget inputs lie in it (images), else
+            ``None`` (standardised signals, feature vectors, images normalised outside the model).
         random_start: start PGD at a random point of the ball.
         backend: ``"builtin"`` (the package's PGD), ``"torchattacks"`` (needs ``lightning-unlearn[torchattacks]``) or
             ``"auto"`` (torchattacks when installed, else builtin).
@@ -114,7 +124,7 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         loss: AnchorLossKind = "kl",
         weight: float = 10.0,
         batch_size: int = 256,
-        input_range: tuple[float, float] = (0.0, 1.0),
+        input_range: tuple[float, float] | Literal["auto"] | None = "auto",
         random_start: bool = True,
         backend: Backend = "auto",
     ) -> None:
@@ -139,9 +149,18 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
             raise ValueError(f"`step_size` must be > 0 or None, got {step_size}.")
         if weight < 0:
             raise ValueError(f"`weight` must be >= 0, got {weight}.")
-        low, high = input_range
-        if not low < high:
-            raise ValueError(f"`input_range` must be (low, high) with low < high, got {input_range}.")
+        if isinstance(input_range, str) and input_range != "auto":
+            raise ValueError(f"`input_range` must be (low, high), 'auto' or None, got {input_range!r}.")
+        if isinstance(input_range, (tuple, list)):
+            low, high = input_range
+            if not low < high:
+                raise ValueError(f"`input_range` must be (low, high) with low < high, got {input_range}.")
+            input_range = (float(low), float(high))
+        if backend == "torchattacks" and input_range is None:
+            raise ValueError(
+                "`backend='torchattacks'` clamps anchors to a range: pass `input_range=(low, high)` or 'auto', or use"
+                " backend='builtin' for `input_range=None`."
+            )
         if backend == "torchattacks" and not torchattacks_available():
             raise ModuleNotFoundError(
                 "`backend='torchattacks'` needs torchattacks: pip install 'lightning-unlearn[torchattacks]',"
@@ -159,7 +178,7 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         self.loss = loss
         self.weight = float(weight)
         self.batch_size = int(batch_size)
-        self.input_range = (float(low), float(high))
+        self.input_range: tuple[float, float] | Literal["auto"] | None = input_range
         self.random_start = random_start
         self.backend = backend
         self._pool: AnchorPool | None = None
@@ -175,7 +194,12 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
     @override
     def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
         x, y, _ = request.forget
-        self._pool = pool = self.generate(module.classifier, x, y, module.num_classes, generator=request.generator(0))
+        everywhere = gather_rows(trainer, x)  # every process resolves the same range and spread
+        geometry = self.geometry(everywhere) if len(everywhere) else None
+        self._pool = pool = self.generate(
+            module.classifier, x, y, module.num_classes, generator=request.generator(0), geometry=geometry
+        )
+        request.protected.append(pool.inputs)  # the last-layer edit changes their outputs least
         count = trainer.strategy.reduce(torch.tensor(float(len(pool)), device=module.device), reduce_op="sum")
         successes = torch.tensor(pool.success_rate * len(pool), device=module.device)
         request.summary.anchors = int(count)
@@ -228,11 +252,33 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
             return "torchattacks" if torchattacks_available() else "builtin"
         return self.backend
 
-    def radii(self, inputs: Tensor) -> tuple[float, ...]:
+    def geometry(self, inputs: Tensor) -> tuple[tuple[float, float] | None, Tensor | None]:
+        """``(clamp range, spread)`` of the anchors of ``inputs``: with a bounded range (``input_range`` given, or
+        ``"auto"`` on inputs inside ``[0, 1]``) the range and ``None``; unbounded, ``None`` and the data's spread
+        (:func:`~lightning_unlearn.functional.neighbours.feature_spread`: per feature for ``[N, D]`` vectors, one value
+        otherwise), the unit PGD then works in. Under DDP the callback passes every process's forget inputs, so all
+        agree.
+
+        Examples:
+            >>> PGDAnchors().geometry(torch.rand(4, 1, 8, 8))
+            ((0.0, 1.0), None)
+            >>> bounds, spread = PGDAnchors().geometry(torch.tensor([[-2.0, 10.0], [2.0, 30.0]]))
+            >>> bounds, [round(v, 2) for v in spread.tolist()]
+            (None, [2.83, 14.14])
+        """
+        if isinstance(self.input_range, tuple):
+            return self.input_range, None
+        if self.input_range == "auto" and inputs.numel() and float(inputs.min()) >= 0 and float(inputs.max()) <= 1:
+            return (0.0, 1.0), None
+        return None, feature_spread(inputs)
+
+    def radii(self, inputs: Tensor, bounds: tuple[float, float] | Literal["auto"] | None = "auto") -> tuple[float, ...]:
         """The radii the anchors of ``inputs`` are generated at: ``eps`` as given, or for ``eps=None``
         :data:`DEFAULT_RADII` scaled to the input: by ``sqrt(H * W / 64)`` (``H * W`` the size of one channel of one
         instance, or the feature count of ``[N, D]`` inputs) for ``norm="l2"``, divided by 8 for ``norm="linf"``, and
-        by the width of ``input_range`` in both cases.
+        by the width of the clamp range in both cases. Unbounded inputs (``bounds=None``; by default from
+        :meth:`geometry`) are measured in units of their spread and take a width of :data:`SPREAD_WIDTH` spreads (a
+        ``[0, 1]`` image's values spread over about a third of its range).
 
         The default radii were chosen on 8x8 digits; a fixed L2 radius shrinks per pixel as images grow, and the
         sweep in ``docs/benchmarks.md`` found the scaled radii best on both 8x8 digits and 32x32 MNIST.
@@ -242,27 +288,35 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
             (2.0, 4.0, 8.0)
             >>> PGDAnchors(eps=0.5).radii(torch.zeros(1, 3, 32, 32))
             (0.5,)
+            >>> PGDAnchors().radii(torch.zeros(1, 64), bounds=None)
+            (1.5, 3.0, 6.0)
         """
         if self.eps_values is not None:
             return self.eps_values
-        width = self.input_range[1] - self.input_range[0]
+        if bounds == "auto":
+            bounds = self.geometry(inputs)[0]
+        width = SPREAD_WIDTH if bounds is None else bounds[1] - bounds[0]
         if self.norm == "linf":
             return tuple(width * r / 8 for r in DEFAULT_RADII)
         size = inputs[0, 0].numel() if inputs.dim() >= 3 else inputs[0].numel()
         return tuple(width * math.sqrt(size / 64) * r for r in DEFAULT_RADII)
 
     def check_inputs(self, inputs: Tensor) -> None:
-        """Raise if ``inputs`` fall outside ``input_range`` (PGD would clamp them and change the instances).
+        """Raise if ``inputs`` fall outside a given ``input_range`` (PGD would clamp them and change the instances);
+        ``"auto"`` and ``None`` accept any inputs.
 
         Raises:
             ValueError: naming the range found and the declared one.
         """
+        if not isinstance(self.input_range, tuple):
+            return
         low, high = self.input_range
         found = (float(inputs.min()), float(inputs.max()))
         if found[0] < low - 1e-6 or found[1] > high + 1e-6:
             raise ValueError(
                 f"forget inputs span [{found[0]:.4g}, {found[1]:.4g}], outside `input_range`={self.input_range} of"
-                " PGDAnchors; pass the range your inputs live in (normalisation belongs inside the model)."
+                " PGDAnchors; pass the range your inputs live in, or `input_range='auto'` (the default) to let the"
+                " anchors follow the data."
             )
 
     @torch.no_grad()
@@ -274,6 +328,7 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         num_classes: int,
         generator: torch.Generator | None = None,
         chunk_size: int = 2048,
+        geometry: tuple[tuple[float, float] | None, Tensor | None] | None = None,
     ) -> AnchorPool:
         """Make ``per_instance`` anchors for each input with the model in eval mode (each submodule's mode restored).
 
@@ -284,9 +339,14 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
             num_classes: number of classes ``C``.
             generator: CPU generator for targets and random starts (seed it per process).
             chunk_size: anchors attacked per PGD call (bounds memory).
+            geometry: ``(clamp range, spread)`` from :meth:`geometry` (by default, of ``inputs``).
 
         Returns:
             The :class:`AnchorPool`.
+
+        Raises:
+            ValueError: if a given ``input_range`` does not hold the inputs, or the torchattacks backend is asked
+                for unbounded inputs (it clamps to a range).
         """
         if inputs.shape[0] == 0:  # an empty shard under DDP
             empty = labels.new_empty(0)
@@ -294,7 +354,16 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
                 inputs.new_empty((0, *inputs.shape[1:])), empty, inputs.new_empty((0, num_classes)), empty
             )
         self.check_inputs(inputs)
-        radii = self.radii(inputs)
+        bounds, spread = geometry if geometry is not None else self.geometry(inputs)
+        if bounds is None and self.backend == "torchattacks":
+            raise ValueError(
+                "`backend='torchattacks'` clamps anchors to a range, and the forget inputs span"
+                f" [{float(inputs.min()):.4g}, {float(inputs.max()):.4g}] with `input_range`={self.input_range!r}:"
+                " pass `input_range=(low, high)` or use backend='builtin'."
+            )
+        radii = self.radii(inputs, bounds)
+        attacked = model if spread is None else _Rescaled(model, 0.0, spread.to(inputs))
+        source_all = inputs if spread is None else inputs / spread.to(inputs)
         groups = min(len(radii), self.per_instance)  # fewer anchors than radii: the first radii
         k, per = inputs.shape[0], self.per_instance
         targets = other_classes(labels.repeat_interleave(per, dim=0), num_classes, generator).view(k, per)
@@ -303,11 +372,11 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         with eval_mode(model):
             for g, eps in enumerate(radii[:groups]):
                 count = per // groups + (1 if g < per % groups else 0)
-                source = inputs.repeat_interleave(count, dim=0)
+                source = source_all.repeat_interleave(count, dim=0)
                 group_targets = targets[:, start : start + count].reshape(-1)
-                attack = self._attack_fn(model, eps, generator)
+                attack = self._attack_fn(attacked, eps, generator, bounds)
                 advs = [attack(x, t) for x, t in zip(source.split(chunk_size), group_targets.split(chunk_size))]
-                adv = torch.cat(advs)
+                adv = torch.cat(advs) if spread is None else torch.cat(advs) * spread.to(inputs)
                 logits = torch.cat([model(chunk).float() for chunk in adv.split(chunk_size)])
                 adv_parts.append(adv.view(k, count, *inputs.shape[1:]))
                 logit_parts.append(logits.view(k, count, -1))
@@ -325,11 +394,12 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         return anchor_loss(logits, reference, kind=self.loss)
 
     def _attack_fn(
-        self, model: nn.Module, eps: float, generator: torch.Generator | None
+        self, model: nn.Module, eps: float, generator: torch.Generator | None, bounds: tuple[float, float] | None
     ) -> Callable[[Tensor, Tensor], Tensor]:
         step_size = self.step_size if self.step_size is not None else eps / 4
-        if self.resolved_backend == "torchattacks":
-            return self._torchattacks_fn(model, eps, step_size, generator)
+        if self.resolved_backend == "torchattacks" and bounds is not None:
+            return self._torchattacks_fn(model, eps, step_size, generator, bounds)
+        low, high = bounds if bounds is not None else (-math.inf, math.inf)
 
         def builtin(x: Tensor, t: Tensor) -> Tensor:
             return targeted_pgd(
@@ -341,19 +411,24 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
                 step_size=step_size,
                 steps=self.steps,
                 random_start=self.random_start,
-                input_range=self.input_range,
+                input_range=(low, high),
                 generator=generator,
             )
 
         return builtin
 
     def _torchattacks_fn(
-        self, model: nn.Module, eps: float, step_size: float, generator: torch.Generator | None
+        self,
+        model: nn.Module,
+        eps: float,
+        step_size: float,
+        generator: torch.Generator | None,
+        bounds: tuple[float, float],
     ) -> Callable[[Tensor, Tensor], Tensor]:
         import torchattacks
 
         cls = torchattacks.PGDL2 if self.norm == "l2" else torchattacks.PGD
-        low, high = self.input_range
+        low, high = bounds
         scale = high - low
         # torchattacks works on [0, 1] inputs: rescale the range into it and the model's input back out of it.
         wrapped = _Rescaled(model, low, scale).eval()  # eval: torchattacks then never calls `.train()` afterwards
@@ -380,7 +455,9 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
 
 
 class _Rescaled(nn.Module):
-    def __init__(self, model: nn.Module, low: float, scale: float) -> None:
+    """``model`` on inputs mapped back by ``x * scale + low`` (a range onto ``[0, 1]``, or units of the spread)."""
+
+    def __init__(self, model: nn.Module, low: float, scale: float | Tensor) -> None:
         super().__init__()
         self.model = model
         self.low = low

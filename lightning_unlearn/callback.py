@@ -252,9 +252,21 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             return
         request.finish(pl_module, trainer)
         request.summary.after = request.measure(pl_module)
+        count = torch.tensor(float(request.counter.count), device=pl_module.device)
+        request.summary.samples = int(trainer.strategy.reduce(count, reduce_op="sum"))
         failure = request.failure(self.max_drop)
         self._finish(trainer, pl_module, failure)
         self._log_final_values(trainer)
+
+    @override
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._request is not None:  # monitoring on the user's data is not the request's cost
+            self._request.counter.pause()
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._request is not None:
+            self._request.counter.resume()
 
     @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

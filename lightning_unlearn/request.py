@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_unlearn.functional.counting import SampleCounter
 from lightning_unlearn.functional.stall import StallRule
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
@@ -32,6 +33,10 @@ class RequestSummary:
         k: number of forget instances (over all processes).
         steps: optimizer steps taken.
         seconds: wall time of the request, anchors and importance included.
+        samples: inputs pushed through the classifier by the request, over all processes: training steps, anchor
+            generation (each PGD step), every plugin's batches, stop checks and the edit (a pass that also goes
+            backward counts once; passes over the evaluation sets are not counted). Compare it with retraining's
+            epochs x training-set size.
         setup_seconds: of which anchor generation and importance estimation.
         remaining_before: instances not yet unlearned at the start.
         remaining_after: instances not unlearned at the end (0 on success).
@@ -56,6 +61,7 @@ class RequestSummary:
     k: int
     steps: int = 0
     seconds: float = 0.0
+    samples: int = 0
     setup_seconds: float = 0.0
     remaining_before: int = 0
     remaining_after: int = 0
@@ -97,7 +103,7 @@ class Request:
         >>> int(torch.randint(0, 100, (1,), generator=request.generator(1)))
         23
         >>> sorted(request.state_dict())
-        ['original', 'plugins', 'seed', 'stall', 'steps', 'summary']
+        ['original', 'plugins', 'samples', 'seed', 'stall', 'steps', 'summary']
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class Request:
         self.stall = StallRule(stall_patience)
         self.started = time.perf_counter()
         self.protected: list[Tensor] = []  # inputs whose outputs should change least (added by plugins in setup)
+        self.counter = SampleCounter()  # inputs through the classifier (this process), from start to end
         self._plugin_states: dict[str, dict[str, Any]] = {}
         self._resumed = False
 
@@ -159,6 +166,8 @@ class Request:
         hands ``module`` the reference accuracy of ``{name}/drop``. Every process calls it together.
         """
         classifier = module.classifier
+        if not self._resumed:  # a resumed request's count comes from its checkpoint: its setup is not counted twice
+            self.counter.attach(classifier)
         current = {n: v.detach().clone() for n, v in classifier.state_dict().items()} if self._resumed else None
         if current is not None:
             self.restore(classifier)
@@ -179,6 +188,7 @@ class Request:
         else:
             classifier.load_state_dict(current)
             self.remaining = int(module.check_forget(self.parts, log=False)["forget/remaining"])
+            self.counter.attach(classifier)
             rank_zero_info(f"Resumed unlearning request {summary.request} at step {self.steps}.")
         module.reference_accuracy = self.reference_accuracy
 
@@ -187,7 +197,9 @@ class Request:
         values = module.check_forget(self.parts, log=False)
         for plugin in self.plugins:
             values.update(plugin.measure(module))
-        return {**values, **module.evaluate(self.forget)}
+        with self.counter.paused():
+            evaluation = module.evaluate(self.forget)
+        return {**values, **evaluation}
 
     def failure(self, max_drop: float | None = None) -> str | None:
         """Why the request failed, judged on ``summary.after``: instances still remembered, or an evaluation set's
@@ -209,6 +221,7 @@ class Request:
         """
         summary = self.summary
         summary.steps, summary.seconds, summary.remaining_after = self.steps, self.elapsed, max(self.remaining, 0)
+        summary.samples = max(summary.samples, self.counter.count)  # the total over processes, where it was reduced
         summary.unlearned, summary.failure = failure is None, failure
         if failure is not None and restore:
             self.restore(module.classifier)
@@ -222,7 +235,7 @@ class Request:
         else:
             rank_zero_info(
                 f"Unlearning request {summary.request}: {summary.k}/{summary.k} instances unlearned in"
-                f" {summary.steps} steps, {summary.seconds:.2f}s."
+                f" {summary.steps} steps, {summary.seconds:.2f}s, {summary.samples:,} samples through the classifier."
             )
         return summary
 
@@ -255,12 +268,14 @@ class Request:
             module.remove_loss_term(plugin.name)
             plugin.teardown(module)
         self.protected = []
+        self.counter.detach()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the forget data: plain values and CPU tensors."""
         return {
             "seed": self.seed,
             "steps": self.steps,
+            "samples": self.counter.count,
             "summary": self.summary.to_dict(),
             "original": self.original,
             "stall": {"best": self.stall.best, "best_step": self.stall.best_step},
@@ -285,6 +300,7 @@ class Request:
         )
         request.summary = summary
         request.steps = int(state["steps"])
+        request.counter.count = int(state.get("samples", 0))
         request.stall.best, request.stall.best_step = int(state["stall"]["best"]), int(state["stall"]["best_step"])
         request._plugin_states, request._resumed = dict(state.get("plugins", {})), True
         return request

@@ -6,14 +6,18 @@ import importlib
 import os
 import re
 
+import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 import lightning_unlearn.anchors as anchors_module
+from lightning_unlearn import ForgetSet, InstanceUnlearning, UnlearningModule
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.datasets import Split
-from tests.conftest import forget_indices
+from lightning_unlearn.plugins import UnlearningPlugin
+from tests.conftest import forget_indices, quiet_trainer_kwargs
 
 
 def _require_torchattacks() -> None:
@@ -156,11 +160,11 @@ def test_torchattacks_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_check_inputs(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 4)
-    anchors = PGDAnchors(backend="builtin")
+    anchors = PGDAnchors(backend="builtin", input_range=(0.0, 1.0))
     anchors.check_inputs(x)  # inside [0, 1]
     message = (
         "forget inputs span [-0.5, 0.5], outside `input_range`=(0.0, 1.0) of PGDAnchors; pass the range your inputs"
-        " live in (normalisation belongs inside the model)."
+        " live in, or `input_range='auto'` (the default) to let the anchors follow the data."
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         anchors.check_inputs(x - 0.5)
@@ -280,3 +284,64 @@ def test_other_input_range(digits: Split, digits_cnn: nn.Module, backend: str) -
     assert bool((_norms(pool, x * 2 - 1) <= 2.0 + 1e-4).all())
     assert float(pool.inputs.min()) < 0.0  # not squeezed into [0, 1]
     assert pool.success_rate > 0.7
+
+
+# ---------------------------------------------------------------------------------------------- unbounded inputs
+def test_auto_range_on_images_is_the_unit_range(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _forget(digits, 6)
+    auto = _generate(digits_cnn, x, y, eps=None, steps=5)
+    unit = _generate(digits_cnn, x, y, eps=None, steps=5, input_range=(0.0, 1.0))
+    assert torch.equal(auto.inputs, unit.inputs)  # images in [0, 1]: exactly the bounded attack
+    assert PGDAnchors().geometry(x) == ((0.0, 1.0), None)
+
+
+def test_standardised_feature_vectors_get_anchors_scaled_per_feature(digits: Split) -> None:
+    x = digits.x_train.flatten(1)
+    x = x[:, x.std(0) > 0.2]  # the pixels that vary, as standardised features of very different scales
+    d = x.shape[1]
+    x = (x - x.mean(0)) / x.std(0) * torch.linspace(0.1, 10.0, d)
+    model = nn.Sequential(nn.Linear(d, 10)).eval()
+    idx = forget_indices(len(x), 16)
+    anchors = PGDAnchors(per_instance=3, steps=5)
+    bounds, spread = anchors.geometry(x[idx])
+    assert bounds is None and spread.shape == (d,)
+    assert float(spread[-8:].mean()) > 5 * float(spread[:8].mean())
+    pool = anchors.generate(
+        model, x[idx], digits.y_train[idx], num_classes=10, generator=torch.Generator().manual_seed(0)
+    )
+    moved = (pool.inputs - x[idx].repeat_interleave(3, dim=0)).abs().mean(0)
+    assert float(moved[-8:].mean()) > 3 * float(moved[:8].mean())  # each feature moves on its own scale
+    scaled = (pool.inputs - x[idx].repeat_interleave(3, dim=0)) / spread
+    assert float(scaled.norm(dim=1).max()) <= max(anchors.radii(x[idx], bounds=None)) + 1e-4
+    assert float(pool.inputs.min()) < -1.0  # never clamped to [0, 1]
+
+
+def test_torchattacks_needs_a_bounded_range(digits: Split, digits_cnn: nn.Module) -> None:
+    with pytest.raises(ValueError, match=re.escape("`backend='torchattacks'` clamps anchors to a range: pass")):
+        PGDAnchors(backend="torchattacks", input_range=None)
+    _require_torchattacks()
+    x, y = _forget(digits, 2)
+    message = "`backend='torchattacks'` clamps anchors to a range, and the forget inputs span [-0.5, 0.5]"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PGDAnchors(backend="torchattacks").generate(digits_cnn, x - 0.5, y, num_classes=10)
+
+
+class _SeeProtected(UnlearningPlugin):
+    name = "see_protected"
+
+    def __init__(self) -> None:
+        self.seen: list[Tensor] = []
+
+    def finish(self, request, module, trainer) -> None:
+        self.seen = list(request.protected)
+
+
+def test_the_anchors_are_among_the_edits_protected_inputs(digits: Split, digits_cnn: nn.Module) -> None:
+    x, y = _forget(digits, 4)
+    spy = _SeeProtected()
+    anchors = PGDAnchors(per_instance=3, steps=2)
+    callback = InstanceUnlearning(anchors=anchors, shifted_copies=None, max_steps=1, plugins=[spy], seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=4))
+    assert [len(p) for p in spy.seen] == [4 * 3]
+    assert float((spy.seen[0] - x.repeat_interleave(3, dim=0)).flatten(1).norm(dim=1).max()) > 0  # anchors, not x

@@ -421,3 +421,35 @@ def test_stall_rule_halves_the_anchor_weight_down_to_its_floor(
     assert callback.anchors is not None and callback.anchors.scale == 1 / 1024
     summary = callback.summary
     assert summary is not None and not summary.unlearned and summary.restored
+
+
+def test_samples_count_every_input_through_the_classifier_but_not_the_evaluation(
+    digits: Split, digits_cnn: nn.Module
+) -> None:
+    idx = forget_indices(len(digits.y_train), 8)
+    forget = DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=8)
+    evaluation = {"test": DataLoader(ForgetSet(digits.x_test, digits.y_test), batch_size=128)}
+    counts = []
+    for val in (None, evaluation):
+        callback = InstanceUnlearning(anchors=None, shifted_copies=None, edit=None, max_steps=3, seed=0)
+        trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1, **quiet_trainer_kwargs())
+        module = UnlearningModule(copy.deepcopy(digits_cnn), num_classes=10, lr=1e-6)  # too slow to finish in 3 steps
+        trainer.fit(module, forget, val_dataloaders=val)
+        assert callback.summary is not None and callback.summary.steps == 3
+        counts.append(callback.summary.samples)
+    # the reference check (8), 3 training steps (3 x 8), 3 stop checks (3 x 8) and the final check (8)
+    assert counts == [64, 64]
+
+
+def test_samples_include_anchor_generation_and_the_plugins_batches(digits: Split, digits_cnn: nn.Module) -> None:
+    idx = forget_indices(len(digits.y_train), 4)
+    forget = DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=4)
+    anchors = PGDAnchors(per_instance=3, steps=5, batch_size=10, backend="builtin")
+    callback = InstanceUnlearning(anchors=anchors, shifted_copies=None, edit=None, max_steps=2, seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    trainer.fit(UnlearningModule(copy.deepcopy(digits_cnn), num_classes=10, lr=1e-6), forget)
+    assert callback.summary is not None and callback.summary.steps == 2
+    pgd = 4 * 3 * (5 + 1)  # 12 anchors: 5 PGD steps and one pass for their pre-trained logits
+    measures = 2 * (4 + 12)  # forget check and anchor agreement, at the start and at the end
+    steps = 2 * (4 + 10 + 4)  # forget batch, anchor batch, stop check
+    assert callback.summary.samples == pgd + measures + steps

@@ -10,10 +10,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lightning_unlearn.distributed import gather_rows
 from lightning_unlearn.functional.edit import edit_last_layer, last_linear
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.metrics import is_unlearned
-from lightning_unlearn.functional.neighbours import default_max_shift, shifted_copies
+from lightning_unlearn.functional.neighbours import neighbour_copies
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
@@ -31,11 +32,12 @@ class LastLayerEdit(UnlearningPlugin):
     Which weights are edited, when the step budget ends with instances still remembered: both the weights the steps
     reached (for the instances still remembered: a small change finishes what the optimiser nearly did) and the
     original weights (the steps may have cost more than they bought: typically on classifiers without BatchNorm, and
-    MLPs) are edited, and the request keeps the one that moves the pre-trained outputs least on held-out shifted
-    copies of the forget images (KL divergence to the pre-trained softmax, a data-free proxy of the damage); the
-    original weights are a candidate only when the edit can be exact (``k < d / 2`` for a head with ``d`` inputs).
-    For inputs that are not images, the reached weights are edited when the steps unlearned at least half of the
-    instances, the original ones otherwise.
+    MLPs) are edited, and the request keeps the one that moves the pre-trained outputs least on held-out copies of the
+    forget instances (shifted images or signals, feature vectors with swapped features:
+    :func:`~lightning_unlearn.functional.neighbours.neighbour_copies`; KL divergence to the pre-trained softmax, a
+    data-free proxy of the damage); the original weights are a candidate only when the edit can be exact (``k < d / 2``
+    for a head with ``d`` inputs). For inputs of other shapes, the reached weights are edited when the steps unlearned
+    at least half of the instances, the original ones otherwise.
 
     Up to ``rounds`` solves, each on the instances still remembered (the features need not be linearly independent).
     ``summary.finished_by`` says which result the request kept: ``"steps"``, ``"steps+edit"``, ``"edit"`` or
@@ -47,7 +49,7 @@ class LastLayerEdit(UnlearningPlugin):
         lam: ridge term of the protected feature covariance, relative to its mean eigenvalue.
         rounds: solves at most.
         select: also compute the edit of the original weights when the steps *did* unlearn every instance, and keep it
-            if it moves the pre-trained outputs less on held-out shifted copies of the forget images (KL divergence
+            if it moves the pre-trained outputs less on held-out copies of the forget instances (KL divergence
             to the pre-trained softmax). Off by default: on digits that proxy picked the worse result at k = 8.
         proxy_copies: held-out shifted copies per forget image for the proxy.
 
@@ -88,8 +90,8 @@ class LastLayerEdit(UnlearningPlugin):
             return
         x = request.forget[0]
         self._proxy = None
-        if x.dim() == 4 and len(x) > 0:
-            probe = shifted_copies(x, self.proxy_copies, default_max_shift(x), generator=request.generator(40))
+        if x.dim() in (2, 3, 4) and len(x) > 0:
+            probe = neighbour_copies(x, self.proxy_copies, generator=request.generator(40))
             self._proxy = (probe, predict(module.classifier, probe))
 
     @override
@@ -102,7 +104,7 @@ class LastLayerEdit(UnlearningPlugin):
         if remaining == 0 and not (self.select and request.steps > 0 and self._proxy is not None):
             request.summary.finished_by = "steps"
             return
-        protected = _gather(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
+        protected = gather_rows(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
         stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
         head = last_linear(classifier)
         assert head is not None
@@ -162,17 +164,8 @@ class LastLayerEdit(UnlearningPlugin):
         self._proxy = None
 
 
-def _gather(trainer: L.Trainer, tensor: Tensor) -> Tensor:
-    """``tensor`` from every process, concatenated in rank order (itself on a single process)."""
-    if trainer.world_size <= 1 or not torch.distributed.is_initialized():
-        return tensor
-    parts: list[Any] = [None] * trainer.world_size
-    torch.distributed.all_gather_object(parts, tensor.cpu())
-    return torch.cat(parts).to(tensor.device)
-
-
 def _gather_parts(trainer: L.Trainer, request: Request) -> tuple[Tensor, Tensor, Tensor | None]:
     """Every forget part of the request (this one and any kept), from every process: inputs, labels, targets."""
     xs, ys, ts = zip(*((x, y, t if t is not None else torch.full_like(y, -1)) for x, y, t in request.parts))
-    x, y, t = (_gather(trainer, torch.cat(parts)) for parts in (xs, ys, ts))
+    x, y, t = (gather_rows(trainer, torch.cat(parts)) for parts in (xs, ys, ts))
     return x, y, (t if bool((t >= 0).any()) else None)

@@ -1,4 +1,6 @@
-"""Shifted copies of the forget instances, held at the pre-trained outputs: data-free stand-ins for their neighbours."""
+"""Copies of the forget instances (shifted, or with swapped features), held at the pre-trained outputs: data-free
+stand-ins for their neighbours.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_unlearn.functional.neighbours import default_max_shift, shifted_copies
+from lightning_unlearn.functional.neighbours import neighbour_copies
 from lightning_unlearn.plugins.held import HeldOutputs
 
 if TYPE_CHECKING:
@@ -27,12 +29,15 @@ class ShiftedCopies(HeldOutputs):
     its neighbours. On digits this took the test-accuracy cost of a 32-instance request from 7.7 to 2.7 points
     (``docs/benchmarks.md``). Needs only the forget set; the copies live for one request and are never checkpointed.
 
-    Inputs that are not ``[N, C, H, W]`` images get no copies (a warning says so) and the term is zero.
+    ``[N, C, L]`` signals are shifted along their length. ``[N, D]`` feature vectors have no axis to shift along: each
+    copy takes a random quarter of its features from another forget instance instead
+    (:func:`~lightning_unlearn.functional.neighbours.swapped_copies`). Inputs of any other shape get no copies (a
+    warning says so) and the term is zero.
 
     Args:
         copies: translated copies per forget instance.
         max_shift: largest translation per axis in pixels; ``None`` picks an eighth of the smaller image side
-            (1 pixel on 8x8 digits, 4 on 32x32 images).
+            (1 pixel on 8x8 digits, 4 on 32x32 images) or of a signal's length (unused for feature vectors).
         fill: value of the pixels shifted in from outside the image (the background of the input range).
         weight: weight of the KL term.
         batch_size: copies drawn per training step.
@@ -69,13 +74,13 @@ class ShiftedCopies(HeldOutputs):
     @override
     def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
         x = request.forget[0]
-        if x.dim() != 4:
+        if x.dim() not in (2, 3, 4):
             rank_zero_warn(
-                f"ShiftedCopies needs [N, C, H, W] images, got inputs of shape {tuple(x.shape)}: no copies are made"
-                " (pass `shifted_copies=None` to silence this)."
+                f"ShiftedCopies needs [N, C, H, W] images, [N, C, L] signals or [N, D] feature vectors, got inputs of"
+                f" shape {tuple(x.shape)}: no copies are made (pass `shifted_copies=None` to silence this)."
             )
             return x[:0]
         if len(x) == 0:
             return x
-        shift = self.max_shift if self.max_shift is not None else default_max_shift(x)
-        return shifted_copies(x, self.copies, shift, generator=request.generator(self._offset + 1), fill=self.fill)
+        generator = request.generator(self._offset + 1)
+        return neighbour_copies(x, self.copies, generator, max_shift=self.max_shift, fill=self.fill)
