@@ -94,3 +94,72 @@ def lenet_bn(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
         nn.ReLU(),
         nn.Linear(84, num_classes),
     )
+
+
+def lenet(num_classes: int = 10, in_channels: int = 1) -> nn.Sequential:
+    """LeNet-5 without normalisation for 28x28 images (MNIST; the first convolution pads by 2, as for 32x32): the
+    architecture of :func:`lenet_bn` without its BatchNorm layers, a second image classifier without normalisation
+    next to :func:`cnn_no_bn` (max-pooling, two hidden linear layers, no dropout).
+
+    Examples:
+        >>> import torch
+        >>> lenet()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def cnn1d(num_classes: int = 3, in_channels: int = 1, width: int = 32, kernel_size: int = 7) -> nn.Sequential:
+    """A small 1-D CNN for signals ``[N, C, L]`` (any length >= 8): three Conv1d-ReLU-MaxPool blocks of ``width``,
+    ``2 * width`` and ``2 * width`` channels, global average pooling and a linear head; no normalisation.
+
+    Examples:
+        >>> import torch
+        >>> cnn1d()(torch.randn(2, 1, 128)).shape
+        torch.Size([2, 3])
+    """
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2), nn.ReLU(), nn.MaxPool1d(2)]
+
+    return nn.Sequential(
+        *block(in_channels, width),
+        *block(width, 2 * width),
+        *block(2 * width, 2 * width),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, num_classes),
+    )
+
+
+def tabular_mlp(in_features: int, num_classes: int, hidden: int = 64, depth: int = 2) -> nn.Sequential:
+    """A perceptron for feature vectors ``[N, D]``: ``depth`` hidden Linear-ReLU layers of ``hidden`` units and a linear
+    head; no normalisation, no dropout.
+
+    Raises:
+        ValueError: if ``depth`` is smaller than 1.
+
+    Examples:
+        >>> import torch
+        >>> tabular_mlp(13, 3)(torch.randn(2, 13)).shape
+        torch.Size([2, 3])
+    """
+    if depth < 1:
+        raise ValueError(f"`depth` must be >= 1, got {depth}.")
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(in_features if i == 0 else hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, num_classes))
