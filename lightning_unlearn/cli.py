@@ -277,6 +277,31 @@ def _request_summaries(trainer: L.Trainer) -> list[tuple[InstanceUnlearning, Req
     ]
 
 
+def _drop_disabled_progress_bars(config: Any) -> None:
+    """With ``--trainer.enable_progress_bar false``, remove the progress bars listed in ``trainer.callbacks`` (the
+    shipped configs list an :class:`~lightning_unlearn.progress.UnlearningProgressBar`), which the Trainer would
+    otherwise refuse (``MisconfigurationException``): the flag turns the bar off and the request runs.
+    """
+    import importlib
+
+    from lightning.pytorch.callbacks import ProgressBar
+
+    def is_progress_bar(callback: Any) -> bool:
+        module, _, name = str(getattr(callback, "class_path", "")).rpartition(".")
+        try:
+            kind = getattr(importlib.import_module(module), name) if module else None
+        except (ImportError, AttributeError):  # reported when the callbacks are built
+            return False
+        return isinstance(kind, type) and issubclass(kind, ProgressBar)
+
+    trainer = config.get("trainer")
+    callbacks = None if trainer is None else trainer.get("callbacks")
+    if callbacks is None or trainer.get("enable_progress_bar") is not False:
+        return
+    listed = callbacks if isinstance(callbacks, list) else [callbacks]
+    trainer["callbacks"] = [callback for callback in listed if not is_progress_bar(callback)]
+
+
 def fit_command(argv: Sequence[str] | None) -> int:
     """``lightning-unlearn fit|validate ...``: a LightningCLI over :class:`CheckpointedUnlearningModule` and
     :class:`~lightning_unlearn.datamodule.ForgetRequestDataModule`.
@@ -297,6 +322,9 @@ def fit_command(argv: Sequence[str] | None) -> int:
             for action in parser._actions:
                 if isinstance(action, ActionTypeHint):
                     _shorten_subclass_help(action, CLASS_EXAMPLES.get(action.dest, ()))
+
+        def before_instantiate_classes(self) -> None:
+            _drop_disabled_progress_bars(self.config.get(str(self.subcommand), self.config))
 
         def before_fit(self) -> None:
             assert isinstance(self.model, UnlearningModule)

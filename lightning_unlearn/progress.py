@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import math
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -35,16 +37,39 @@ class UnlearningProgressBar(TQDMProgressBar):
     dataset. Outside ``fit`` (``trainer.validate``) it
     behaves as Lightning's :class:`~lightning.pytorch.callbacks.TQDMProgressBar`.
 
+    When standard output is not a terminal (a log file, CI, a pipe; a Jupyter kernel counts as a terminal), the bar
+    is not redrawn with carriage returns: the same text is printed as a new line every ``budget / log_lines`` steps
+    (every 100 steps when nothing bounds the request) and once when the request ends, e.g. ``request 0:  10%|#  |
+    100/1000 [00:05, unlearned=0/32, test/acc=0.991]``.
+
     Args:
         refresh_rate: update the bar every this many steps.
         process_position: as in ``TQDMProgressBar`` (for several bars in one terminal).
+        log_lines: when standard output is not a terminal, at most this many lines per request before its final
+            line; ``0`` prints the final line only.
+
+    Raises:
+        ValueError: if ``log_lines`` is negative.
+
+    Examples:
+        >>> UnlearningProgressBar(log_lines=10).log_lines
+        10
     """
 
-    def __init__(self, refresh_rate: int = 1, process_position: int = 0) -> None:
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, log_lines: int = 20) -> None:
+        if isinstance(log_lines, bool) or not isinstance(log_lines, int) or log_lines < 0:
+            raise ValueError(f"`log_lines` must be an integer >= 0, got {log_lines!r}.")
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=False)
+        self.log_lines = log_lines
         self._first_step = 0
         self._k: int | None = None
         self._request: int | None = None
+        self._log: TextIO | None = None  # where lines go when standard output is not a terminal
+        self._log_every = 0
+
+    def __getstate__(self) -> dict:
+        """As ``TQDMProgressBar``'s (without the bars), and without the output stream: pickles for ``ddp_spawn``."""
+        return {**super().__getstate__(), "_log": None}
 
     # ------------------------------------------------------------------------------------------------- hooks
     @override
@@ -63,14 +88,17 @@ class UnlearningProgressBar(TQDMProgressBar):
         self._k = self._forget_size(trainer)
         unlearning = self._unlearning(trainer)
         self._request = None if unlearning is None else len(unlearning.history)
+        budget = self.step_budget(trainer)
+        self._log = None if _is_terminal(sys.stdout) else sys.stdout
+        self._log_every = math.ceil(budget / self.log_lines) if budget and self.log_lines else 100
         self.train_progress_bar = Tqdm(
             desc="request" if unlearning is None else f"request {len(unlearning.history)}",
-            total=self.step_budget(trainer),
+            total=budget,
             position=2 * self.process_position,
             disable=self.is_disabled,
             leave=True,
-            dynamic_ncols=True,
-            file=sys.stdout,
+            dynamic_ncols=self._log is None,
+            file=sys.stdout if self._log is None else _Discard(),  # not a terminal: lines are written below instead
             smoothing=0,
             bar_format=self.BAR_FORMAT,
         )
@@ -85,7 +113,12 @@ class UnlearningProgressBar(TQDMProgressBar):
     ) -> None:
         step = trainer.global_step - self._first_step
         bar = self.train_progress_bar
-        if self._should_update(step, bar.total or 0) or trainer.should_stop:
+        if self._log is not None:
+            bar.n = step
+            if self.log_lines and step % self._log_every == 0 and not trainer.should_stop and not bar.disable:
+                bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+                self._write_line()  # the final line comes from on_train_end
+        elif self._should_update(step, bar.total or 0) or trainer.should_stop:
             bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
@@ -100,6 +133,8 @@ class UnlearningProgressBar(TQDMProgressBar):
         if not bar.disable:
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
+            if self._log is not None:
+                self._write_line()
         bar.close()
 
     @override
@@ -177,6 +212,12 @@ class UnlearningProgressBar(TQDMProgressBar):
             bounds.append(int(trainer.max_epochs * batches))
         return min(bounds) if bounds else None
 
+    def _write_line(self) -> None:
+        """The bar's text as one line of ``self._log`` (standard output that is not a terminal)."""
+        assert self._log is not None
+        self._log.write(f"{self.train_progress_bar}\n")
+        self._log.flush()
+
     @staticmethod
     def _unlearning(trainer: L.Trainer) -> InstanceUnlearning | None:
         found = [c for c in trainer.callbacks if isinstance(c, InstanceUnlearning)]  # type: ignore[attr-defined]
@@ -189,3 +230,16 @@ class UnlearningProgressBar(TQDMProgressBar):
             return len(dataset)  # type: ignore[arg-type]
         except TypeError:
             return None
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` shows a redrawn bar: a terminal, or a Jupyter kernel's output (not a file or a pipe)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty()) or type(stream).__module__.startswith("ipykernel")
+
+
+class _Discard(io.TextIOBase):
+    """A text stream that drops what is written (the bar's redraws when lines are printed instead)."""
+
+    def write(self, text: str) -> int:
+        return len(text)

@@ -11,15 +11,21 @@ Two things, both kept out of the module and the callback themselves:
   else (``RuntimeError: unable to resize file <filename not specified> to the right size``). Same failure with a bare
   ``torch.Generator()`` passed to ``torch.multiprocessing.Process``: https://github.com/pytorch/pytorch/issues/146828.
 * :func:`return_to_main_process`: attributes of a callback computed in the worker processes (e.g. the request
-  summaries) come back to the same callback object in the main process. Lightning brings back only the weights,
-  the trainer state and ``callback_metrics``.
+  summaries, the trace of every step) come back to the same callback object in the main process, through a temporary
+  file whatever their size. Lightning brings back only the weights (through a file), the trainer state and
+  ``callback_metrics`` (through a pipe that is read only after the workers have exited).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import shutil
+import tempfile
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -82,8 +88,13 @@ class SpawnSafeGenerators:
 
 
 def register_receiver(receiver: object, key: str) -> None:
-    """Let :func:`return_to_main_process` deliver values to ``receiver`` (held weakly) in this process under ``key``."""
+    """Let :func:`return_to_main_process` deliver values to ``receiver`` (held weakly) in this process under ``key``.
+
+    Whatever a worker wrote for ``receiver`` and the main process never read (the worker or the launch failed after
+    it was written) is deleted when ``receiver`` is garbage-collected or this process exits.
+    """
     _RECEIVERS[key] = receiver
+    weakref.finalize(receiver, _discard_undelivered, key, os.getpid())
 
 
 def return_to_main_process(trainer: L.Trainer, key: str, collect: Callable[[], dict[str, Any]]) -> None:
@@ -92,9 +103,30 @@ def return_to_main_process(trainer: L.Trainer, key: str, collect: Callable[[], d
     object registered under ``key`` with :func:`register_receiver` gets them as attributes. No-op under other launchers
     (``ddp`` runs the main process as rank 0; one device has no worker).
 
-    Call it in the worker (e.g. in ``Callback.setup``). The values travel pickled as bytes through the launcher's
-    ``get_extra_results``, like Lightning's own ``callback_metrics`` (tensors would be shared through memory of a
-    process that has exited), and are set when the main process unpickles the worker's output.
+    Call it in the worker (e.g. in ``Callback.setup``). The values may be of any size: the worker pickles them into a
+    temporary file (like Lightning's own launcher does with the weights) and only a reference to the file travels
+    through the launcher's ``get_extra_results``; the main process reads the file, sets the attributes and deletes
+    the file while it unpickles the worker's output. (Lightning's launcher joins the workers before it reads their
+    output from a pipe, so an output larger than the pipe's buffer, 64 KiB on Linux, would never be read: issue 23.)
+
+    Examples:
+        >>> import pickle
+        >>> from types import SimpleNamespace
+        >>> class Launcher:
+        ...     def get_extra_results(self, trainer):
+        ...         return {}
+        >>> class Receiver:
+        ...     trace = []
+        >>> receiver = Receiver()
+        >>> register_receiver(receiver, "doctest-key")
+        >>> worker = SimpleNamespace(strategy=SimpleNamespace(launcher=Launcher()))
+        >>> return_to_main_process(worker, "doctest-key", lambda: {"trace": [{"step": 1.0}] * 100_000})
+        >>> message = pickle.dumps(worker.strategy.launcher.get_extra_results(worker))  # what the queue carries
+        >>> len(message) < 1_000
+        True
+        >>> _ = pickle.loads(message)  # in the main process: reads and deletes the file
+        >>> len(receiver.trace)
+        100000
     """
     launcher = trainer.strategy.launcher
     original = getattr(launcher, "get_extra_results", None)
@@ -107,24 +139,64 @@ def return_to_main_process(trainer: L.Trainer, key: str, collect: Callable[[], d
 
     def get_extra_results(trainer: L.Trainer) -> dict[str, Any]:
         extra = original(trainer)
-        extra.setdefault(_RETURN_KEY, []).append(_Returned(key, pickle.dumps(collect())))
+        extra.setdefault(_RETURN_KEY, []).append(_Returned.write(key, collect()))
         return extra
 
     setattr(launcher, "get_extra_results", get_extra_results)  # noqa: B010 (this worker's launcher only)
 
 
+def _return_folder(key: str) -> Path:
+    """Where workers write the values for the receiver registered under ``key`` (a random key: not guessable)."""
+    return Path(tempfile.gettempdir()) / f"lightning_unlearn_returned_{key}"
+
+
 class _Returned:
-    """Values on their way to the main process: unpickling them there hands them to the registered receiver."""
+    """A reference to values written to a file on their way to the main process: unpickling it there hands them to
+    the registered receiver and deletes the file.
+    """
 
-    def __init__(self, key: str, payload: bytes) -> None:
-        self.key, self.payload = key, payload
+    def __init__(self, key: str, path: str) -> None:
+        self.key, self.path = key, path
 
-    def __reduce__(self) -> tuple[Callable[[str, bytes], None], tuple[str, bytes]]:
-        return _deliver, (self.key, self.payload)
+    @classmethod
+    def write(cls, key: str, values: dict[str, Any]) -> _Returned:
+        folder = _return_folder(key)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        handle, path = tempfile.mkstemp(suffix=".pkl", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                pickle.dump(values, file, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            _remove(path)
+            raise
+        return cls(key, path)
+
+    def __reduce__(self) -> tuple[Callable[[str, str], None], tuple[str, str]]:
+        return _deliver, (self.key, self.path)
 
 
-def _deliver(key: str, payload: bytes) -> None:
-    receiver = _RECEIVERS.get(key)
-    if receiver is not None:
-        for name, value in pickle.loads(payload).items():
-            setattr(receiver, name, value)
+def _deliver(key: str, path: str) -> None:
+    """Set the values in ``path`` on the receiver registered under ``key`` (if it still exists); the file is deleted
+    in any case, also when reading it fails.
+    """
+    try:
+        receiver = _RECEIVERS.get(key)
+        if receiver is not None:
+            with open(path, "rb") as file:
+                values = pickle.load(file)
+            for name, value in values.items():
+                setattr(receiver, name, value)
+    finally:
+        _remove(path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    with contextlib.suppress(OSError):  # the folder stays while another worker's file is in it
+        os.rmdir(os.path.dirname(path))
+
+
+def _discard_undelivered(key: str, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked worker, which inherits this finalizer
+        shutil.rmtree(_return_folder(key), ignore_errors=True)

@@ -176,13 +176,14 @@ def test_demo_with_the_progress_bar_and_retraining_prints_at_most_40_lines(_pret
     env = {**fresh_launch_env(), "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "lightning_unlearn.cli", "demo", "--k", "1", "--out-dir", str(tmp_path / "d")]
     done = subprocess.run([*command, "--compare-retrain"], env=env, capture_output=True, timeout=300, cwd=tmp_path)
-    stdout = done.stdout.decode()  # bytes: text mode would turn the bar's "\r" redraws into new lines
+    stdout = done.stdout.decode()  # bytes: text mode would turn "\r" into new lines
     assert done.returncode == 0, (stdout + done.stderr.decode())[-3000:]
-    lines = stdout.rstrip("\n").split("\n")  # a bar redraws its line with "\r": one line on a terminal
+    lines = stdout.rstrip("\n").split("\n")
     assert len(lines) <= 40, stdout[-3000:]
-    bar = [line.split("\r")[-1] for line in lines if "request 0:" in line]
-    assert len(bar) == 1 and "unlearned=1/1" in bar[0] and "test/acc=0.9" in bar[0], bar
-    assert re.search(r"\| \d+/1000 \[", bar[0]), bar
+    assert "\r" not in stdout  # not a terminal: the bar prints a line every 50 steps and its final line
+    bar = [line for line in lines if "request 0:" in line]
+    assert 1 <= len(bar) <= 3 and "unlearned=1/1" in bar[-1] and "test/acc=0.9" in bar[-1], bar
+    assert re.search(r"\| \d+/1000 \[", bar[-1]), bar
     assert "Validation" not in stdout and "Epoch " not in stdout
     assert "| metric       |  before |   after | retrain |" in stdout
     forget_row = next(line for line in lines if line.startswith("| forget acc "))
@@ -201,3 +202,63 @@ def test_demo_with_a_retained_sample_unlearns_and_plots(_pretrained_digits, tmp_
     assert (tmp_path / "curves.png").stat().st_size > 0
     with pytest.raises(ValueError, match=re.escape("`retain_fraction` must be in [0, 1], got 1.5.")):
         demo(k=2, progress=False, out_dir=tmp_path, retain_fraction=1.5)
+
+
+def test_fit_with_the_progress_bar_disabled_runs_the_shipped_digits_config(
+    _pretrained_digits, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23: the shipped configs list an UnlearningProgressBar; ``--trainer.enable_progress_bar false`` used to
+    end in Lightning's MisconfigurationException. The flag removes the bar and the request runs."""
+    monkeypatch.chdir(tmp_path)
+    assert main(_fit_args(tmp_path, "--trainer.enable_progress_bar", "false")) == 0
+    captured = capsys.readouterr()
+    assert "request 0:" not in captured.out and "\r" not in captured.out  # no bar
+    assert "Traceback" not in captured.err
+    assert "| forget acc   |  100.0% |    0.0% |" in captured.out
+    summary = json.loads((tmp_path / "summary.json").read_text())["requests"][0]
+    assert summary["unlearned"] is True and summary["k"] == 1
+
+
+class _LocalCIFAR10(torch.utils.data.Dataset):
+    """Stands in for ``torchvision.datasets.CIFAR10`` (no data here): 16 random 32x32 RGB images, same arguments."""
+
+    def __init__(self, root: str, train: bool = True, transform=None, target_transform=None, download=False) -> None:
+        generator = torch.Generator().manual_seed(int(train))
+        self.images = torch.rand(16, 3, 32, 32, generator=generator)
+        self.labels = torch.randint(0, 10, (16,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def test_the_shipped_cifar10_config_builds_its_trainer_without_the_bar(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CIFAR-10 config needs data and weights this machine does not have: its parsing and Trainer construction
+    with ``--trainer.enable_progress_bar false`` (the dataset replaced, the request itself not run)."""
+    import lightning as L
+    import torchvision
+    from lightning.pytorch.callbacks import ProgressBar
+
+    from lightning_unlearn import InstanceUnlearning
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _LocalCIFAR10)
+    (tmp_path / "forget_indices.txt").write_text("0\n1\n")
+    trainers: list[L.Trainer] = []
+    monkeypatch.setattr(L.Trainer, "fit", lambda self, *args, **kwargs: trainers.append(self))
+    config = str(shipped_configs()["cifar10_resnet18"])
+    args = ["fit", "--config", config, "--model.checkpoint", "null", "--trainer.logger", "false"]
+    assert main([*args, "--trainer.enable_progress_bar", "false"]) == 0
+    (trainer,) = trainers
+    assert trainer.progress_bar_callback is None
+    assert not [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    (unlearning,) = [c for c in trainer.callbacks if isinstance(c, InstanceUnlearning)]
+    assert unlearning.max_steps == 1000 and unlearning.anchors is not None and unlearning.anchors.per_instance == 20
+    assert trainer.precision == "bf16-mixed" and trainer.check_val_every_n_epoch == 50
+    assert main(args) == 0  # without the flag: the config's bar
+    assert type(trainers[1].progress_bar_callback).__name__ == "UnlearningProgressBar"
+    assert "Traceback" not in capsys.readouterr().err

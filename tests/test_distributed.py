@@ -9,10 +9,16 @@ this process's callback, so a probe callback writes what each rank saw into ``tm
 from __future__ import annotations
 
 import copy
+import gc
 import json
+import os
+import pickle
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -25,6 +31,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import Split
+from lightning_unlearn.spawn import register_receiver, return_to_main_process
 from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
 
 torch.set_num_threads(1)
@@ -425,3 +432,115 @@ def test_logged_values_equal_single_process_values(
     for values in [*forget_values[1], *forget_values[2]]:  # each rank holds the synced values of the whole set
         assert values["forget/acc"] == pytest.approx(expected["forget/acc"], abs=1e-6)
         assert values["forget/remaining"] == expected["forget/remaining"]
+
+
+# --------------------------------------------------------------------------------------------------- large outputs
+SPAWN_SCRIPT = REPO / "tests" / "scripts" / "spawn_request.py"
+PIPE_BUFFER = 64 * 1024  # Linux's pipe buffer: a worker's output larger than this hung Lightning's launcher (issue 23)
+
+
+def _run_to_completion(command: list[str], tmp_path: Path, timeout: float) -> dict[str, Any]:
+    """Run ``command`` in its own process group; a run past ``timeout`` (a hang) fails the test, and the group (main
+    process and workers) is killed. Returns the script's result.json."""
+    env = {**fresh_launch_env(), "TMPDIR": str(tmp_path / "tmp"), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()
+    log = tmp_path / "log.txt"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out, start_new_session=True)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"no result after {timeout:.0f}s (hung?): {log.read_text()[-2000:]}")
+    assert process.returncode == 0, log.read_text()[-3000:]
+    # the worker's file is read and deleted by the main process (Lightning leaves only its own empty weights folder)
+    assert not list((tmp_path / "tmp").glob("lightning_unlearn_returned_*")), list((tmp_path / "tmp").iterdir())
+    return json.loads((tmp_path / "out" / "result.json").read_text())
+
+
+@pytest.mark.timeout(600)
+def test_ddp_spawn_returns_a_default_request_of_1000_steps(tmp_path: Path) -> None:
+    """Issue 23: a default request of 1,000 steps under ``ddp_spawn`` returns to the main process with its summary,
+    history and trace, although they pickle to more than the 64 KiB that fit in the launcher's pipe (they travel
+    through a file). The model cannot move (a vanishing learning rate), so the request runs its whole budget."""
+    command = [sys.executable, str(SPAWN_SCRIPT), str(tmp_path / "out"), "--strategy", "ddp_spawn", "--steps", "1000"]
+    result = _run_to_completion(command, tmp_path, timeout=480)
+    summary = result["summary"]
+    assert summary is not None and summary["steps"] == 1000 and summary["k"] == 2
+    assert summary["unlearned"] is True and summary["finished_by"] == "steps+edit"  # the budget ran out
+    assert result["history"] == 1
+    assert result["trace"] == 1000 and result["last_trace_step"] == 1000.0  # one point per stop check
+    assert result["returned_bytes"] > PIPE_BUFFER
+    assert result["callback_metrics_bytes"] < PIPE_BUFFER // 8  # what Lightning itself still sends through the pipe
+
+
+@pytest.mark.timeout(300)
+def test_ddp_fork_returns_a_trace_larger_than_the_pipe(tmp_path: Path) -> None:
+    """``ddp_fork`` (and ``ddp_notebook``, the same launcher) bring back a trace larger than the pipe: 2,000 points
+    planted from earlier requests plus a short request."""
+    command = [sys.executable, str(SPAWN_SCRIPT), str(tmp_path / "out"), "--strategy", "ddp_fork", "--steps", "20"]
+    result = _run_to_completion([*command, "--plant", "2000"], tmp_path, timeout=240)
+    assert result["summary"]["steps"] == 20 and result["history"] == 1
+    assert result["trace"] == 2020 and result["last_trace_step"] == 20.0
+    assert result["returned_bytes"] > PIPE_BUFFER
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.trace: list[dict[str, float]] = []
+
+
+class _Launcher:
+    def get_extra_results(self, trainer: Any) -> dict[str, Any]:
+        return {"callback_metrics_bytes": b""}
+
+
+def _worker_output(key: str, values: dict[str, Any]) -> bytes:
+    """What rank 0's worker puts into the launcher's queue, with ``values`` returned for ``key``."""
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=_Launcher()))
+    return_to_main_process(trainer, key, lambda: values)  # type: ignore[arg-type]
+    return pickle.dumps(trainer.strategy.launcher.get_extra_results(trainer))
+
+
+def test_returned_values_of_any_size_travel_as_a_small_reference(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    receiver = _Receiver()
+    register_receiver(receiver, "key-large")
+    trace = [{"step": float(step), "forget/remaining": 1.0} for step in range(100_000)]
+    message = _worker_output("key-large", {"trace": trace})
+    assert len(pickle.dumps(trace)) > 30 * PIPE_BUFFER and len(message) < 1_000
+    assert len(list(tmp_path.rglob("*.pkl"))) == 1
+    extra = pickle.loads(message)  # the main process reading the queue
+    assert receiver.trace == trace and extra["callback_metrics_bytes"] == b""
+    assert not list(tmp_path.iterdir())  # file and folder deleted
+
+
+def test_the_file_is_deleted_when_delivery_fails(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    class Refusing:
+        def __setattr__(self, name: str, value: Any) -> None:
+            raise AttributeError(f"can't set {name}")
+
+    receiver = Refusing()
+    register_receiver(receiver, "key-refusing")
+    message = _worker_output("key-refusing", {"trace": [{"step": 1.0}]})
+    with pytest.raises(AttributeError, match="can't set trace"):
+        pickle.loads(message)
+    assert not list(tmp_path.iterdir())
+    gone = _worker_output("key-nobody", {"trace": [{"step": 1.0}]})  # its receiver no longer exists
+    pickle.loads(gone)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_undelivered_file_is_deleted_with_its_receiver(tmp_path: Path, monkeypatch) -> None:
+    """A worker wrote its values but the main process never read them (the launch failed after that)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    receiver = _Receiver()
+    register_receiver(receiver, "key-undelivered")
+    _worker_output("key-undelivered", {"trace": [{"step": 1.0}]})
+    assert len(list(tmp_path.rglob("*.pkl"))) == 1
+    del receiver
+    gc.collect()
+    assert not list(tmp_path.iterdir())
