@@ -158,23 +158,17 @@ def before_after_table(summary: RequestSummary, extra: dict[str, dict[str, float
 
 
 def cost_text(summary: RequestSummary, train_size: int | None = None, after_seconds: str = "") -> str:
-    """What a request cost: steps, seconds (then ``after_seconds``), the inputs pushed through the classifier
-    (``summary.samples``, forward passes over all processes; ``-`` where the summary lacks it) and, with
-    ``train_size``, that many samples in epochs of the training set.
+    """What a request cost: steps, seconds (then ``after_seconds``), the inputs it pushed through the classifier
+    (:attr:`~lightning_unlearn.request.RequestSummary.samples`, over all processes) and, with ``train_size``, that
+    many inputs in epochs of the training set.
 
     Examples:
-        >>> summary = RequestSummary(request=0, k=32, steps=500, seconds=12.34)
-        >>> summary.samples = 71850
-        >>> cost_text(summary, train_size=1437)
+        >>> cost_text(RequestSummary(request=0, k=32, steps=500, seconds=12.34, samples=71850), train_size=1437)
         'steps: 500, seconds: 12.3, samples: 71,850 (= 50 epochs of the 1,437 training instances)'
     """
-    samples = getattr(summary, "samples", None)
-    text = f"steps: {summary.steps}, seconds: {summary.seconds:.1f}{after_seconds}, samples: "
-    if samples is None:
-        return text + "-"
-    text += f"{int(samples):,}"
+    text = f"steps: {summary.steps}, seconds: {summary.seconds:.1f}{after_seconds}, samples: {summary.samples:,}"
     if train_size:
-        text += f" (= {samples / train_size:.3g} epochs of the {train_size:,} training instances)"
+        text += f" (= {summary.samples / train_size:.3g} epochs of the {train_size:,} training instances)"
     return text
 
 
