@@ -67,7 +67,8 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             stand-ins for the images that look like them); ``"default"`` uses ``ShiftedCopies()``, ``None`` disables.
         retain: a sample of the retained training data, if you have one (a tensor of inputs, a ``Dataset`` or a
             ``DataLoader``; labels are not needed), or a configured ``RetainDistillation``: the pre-trained outputs
-            on it are distilled during the request. ``None`` (the default) needs nothing but the forget set.
+            on it are distilled during the request. ``None`` (the default) needs nothing but the forget set, or uses
+            the Trainer's DataModule's ``retain_sample()`` where it offers one (``ForgetRequestDataModule`` does).
         edit: the closed-form last-layer edit that finishes a request whose steps ran out, and replaces the steps'
             result where it is gentler (:class:`~lightning_unlearn.plugins.LastLayerEdit`); ``"default"`` uses
             ``LastLayerEdit()``, ``None`` disables it (a request whose budget runs out then fails).
@@ -145,6 +146,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         self._kept: list[ForgetPart] = []
         self._request: Request | None = None
         self._resume: dict[str, Any] | None = None
+        self._retain_from_datamodule = False
         if keep_forget_data:
             rank_zero_warn(
                 "`keep_forget_data=True` keeps the forget instances of every request in this process's memory (never"
@@ -194,6 +196,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
                 f"InstanceUnlearning does not support strategy {name}; use a data-parallel strategy ('ddp',"
                 " 'ddp_spawn', 'ddp_fork') or a single device."
             )
+        self._use_datamodule_sample(trainer)
         single = [type(p).__name__ for p in self.plugins if not p.supports_distributed]
         if trainer.world_size > 1 and single:
             raise ValueError(f"plugins {single} do not support distributed training (world_size={trainer.world_size}).")
@@ -328,6 +331,18 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         for logger in trainer.loggers:
             logger.log_metrics(final, step=trainer.global_step)
             logger.save()
+
+    def _use_datamodule_sample(self, trainer: L.Trainer) -> None:
+        """Without ``retain``, distil on the retained sample the Trainer's DataModule offers (``retain_sample()``)."""
+        if self.retain is not None and not self._retain_from_datamodule:
+            return
+        extra = self.plugins[self._builtin :]
+        offer = getattr(getattr(trainer, "datamodule", None), "retain_sample", None)
+        sample = offer() if callable(offer) else None
+        self.retain = RetainDistillation(sample) if sample is not None else None
+        self._retain_from_datamodule = sample is not None
+        parts = (self.anchors, self.importance, self.shifted_copies, self.retain, self.edit)
+        self.plugins = check_plugins([p for p in parts if p is not None] + extra, ForgetReplay())
 
     def _returned_state(self) -> dict[str, Any]:
         """What rank 0's worker hands back to this callback in the main process (``ddp_spawn``, ``ddp_fork``)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ def demo(
     tensorboard = importlib.util.find_spec("tensorboard") is not None
     logger = TensorBoardLogger(out, name="logs") if tensorboard else CSVLogger(out, name="logs")
     sample = round(retain_fraction * len(retain_idx))
+    retained = f"{sample} training instances outside the forget set" if sample else "none (forget set only)"
     callback = InstanceUnlearning(max_steps=max_steps, seed=seed, retain=x_r[:sample] if sample else None)
     trainer = L.Trainer(
         max_epochs=-1,
@@ -89,19 +92,20 @@ def demo(
     summary = callback.summary
     assert summary is not None
     extra: dict[str, dict[str, float]] = {}
-    seconds = f"steps: {summary.steps}, seconds: {summary.seconds:.1f}"
+    retrain = ""
     if compare_retrain:
         extra["retrain"], retrain_seconds = _retrain_digits_cnn(seed, (x_f, y_f), (x_r, y_r), split)
-        seconds += f" (retraining without them: {retrain_seconds:.1f}s)"
+        retrain = f" (retraining without them: {retrain_seconds:.1f}s)"
     written = [callback.save_summary(out / "summary.json")]
     if importlib.util.find_spec("matplotlib") is not None:
         written.append(callback.plot(out / "curves.png"))
     lines = [
         f"Unlearning {k} digits training instances (pre-trained model ready in {pretrain_seconds:.1f}s)",
+        f"retained sample: {retained}",
         "",
         *before_after_table(summary, extra),
         "",
-        f"{seconds}, all unlearned: {summary.unlearned}",
+        f"{cost_text(summary, len(split.y_train), retrain)}, all unlearned: {summary.unlearned}",
         f"logs: {logger.log_dir}",
         *[f"wrote: {path}" for path in written],
     ]
@@ -151,6 +155,21 @@ def before_after_table(summary: RequestSummary, extra: dict[str, dict[str, float
         values += [column.get(key, float("nan")) for column in extra.values()]
         lines.append(f"| {label:<12} |" + "".join(f" {v * 100:6.1f}% |" if v == v else "     n/a |" for v in values))
     return lines
+
+
+def cost_text(summary: RequestSummary, train_size: int | None = None, after_seconds: str = "") -> str:
+    """What a request cost: steps, seconds (then ``after_seconds``), the inputs it pushed through the classifier
+    (:attr:`~lightning_unlearn.request.RequestSummary.samples`, over all processes) and, with ``train_size``, that
+    many inputs in epochs of the training set.
+
+    Examples:
+        >>> cost_text(RequestSummary(request=0, k=32, steps=500, seconds=12.34, samples=71850), train_size=1437)
+        'steps: 500, seconds: 12.3, samples: 71,850 (= 50 epochs of the 1,437 training instances)'
+    """
+    text = f"steps: {summary.steps}, seconds: {summary.seconds:.1f}{after_seconds}, samples: {summary.samples:,}"
+    if train_size:
+        text += f" (= {summary.samples / train_size:.3g} epochs of the {train_size:,} training instances)"
+    return text
 
 
 def verify(receipt: str, model: str, forget: str, model_class: str | None = None, later: bool = False) -> list[str]:
@@ -269,6 +288,19 @@ def _check_request(model: UnlearningModule, datamodule: L.LightningDataModule) -
         )
 
 
+def _retained_text(callback: InstanceUnlearning, datamodule: L.LightningDataModule | None) -> str:
+    """The ``retained sample:`` line of ``fit``: how many retained inputs the request distilled on."""
+    from lightning_unlearn.datamodule import ForgetRequestDataModule
+
+    offered = datamodule.retain_indices if isinstance(datamodule, ForgetRequestDataModule) else []
+    # under ddp_spawn the callback set its plugin up in the worker processes: the DataModule says what it offered
+    size = callback.retain.size if callback.retain is not None else len(offered)
+    if not size:
+        return "retained sample: none (forget set only)"
+    hint = " (--data.retain_fraction 0: none)" if offered else ""
+    return f"retained sample: {size} training instances outside the forget set{hint}"
+
+
 def _request_summaries(trainer: L.Trainer) -> list[tuple[InstanceUnlearning, RequestSummary]]:
     return [
         (callback, callback.summary)
@@ -307,8 +339,10 @@ def fit_command(argv: Sequence[str] | None) -> int:
     :class:`~lightning_unlearn.datamodule.ForgetRequestDataModule`.
 
     After ``fit``, the callback's summary is written next to the logs. A request that succeeded also writes the
-    classifier's weights and prints the before/after table and the receipt's path; one that failed (instances still
-    remembered, ``max_drop`` broken) makes the command return 1 with the reason as the last line on stderr.
+    classifier's weights and prints the retained sample, the before/after table, the cost and the receipt's path; one
+    that failed (instances still remembered, ``max_drop`` broken) makes the command return 1 with the reason as the
+    last line on stderr. ``--verbose`` (anywhere in ``argv``) lets Lightning's own messages through (see
+    :func:`quiet_output`).
     """
     from jsonargparse._typehints import ActionTypeHint
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -352,26 +386,69 @@ def fit_command(argv: Sequence[str] | None) -> int:
                 return
             weights = folder / "unlearned_classifier.pt"
             torch.save(model.classifier.state_dict(), weights)
+            data = self.datamodule
+            train_size = data.train_size if isinstance(data, ForgetRequestDataModule) else None
             lines: list[str] = []
             for callback, summary in requests:
-                lines += [*before_after_table(summary), ""]
-                lines.append(f"steps: {summary.steps}, seconds: {summary.seconds:.1f}, all unlearned: True")
+                lines += [_retained_text(callback, data), "", *before_after_table(summary), ""]
+                lines.append(f"{cost_text(summary, train_size)}, all unlearned: True")
                 lines += [f"receipt: {Path(path).resolve()}" for path in callback.receipts[-1:]]
             lines += [f"unlearned classifier: {weights}"]
             lines += [f"summary: {folder / 'summary.json'}"] if requests else []
             sys.stdout.write("\n".join(lines) + "\n")
 
-    with warnings.catch_warnings():
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = VERBOSE_FLAG in args
+    args = [arg for arg in args if arg != VERBOSE_FLAG]
+    with warnings.catch_warnings(), quiet_output(verbose):
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
         cli = UnlearnCLI(
             CheckpointedUnlearningModule,
             ForgetRequestDataModule,
-            args=None if argv is None else list(argv),
+            args=args,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
             auto_configure_optimizers=False,
         )
     return cli.exit_code
+
+
+VERBOSE_FLAG = "--verbose"
+
+#: loggers of Lightning's info messages: accelerator lines, tips, "Seed set to", the model summary, and this package's
+#: own progress notes (``rank_zero_info`` writes through ``lightning.pytorch``)
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning")
+#: warnings from the libraries underneath that a user of the command line cannot act on (message patterns)
+QUIET_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+@contextmanager
+def quiet_output(verbose: bool = False) -> Iterator[None]:
+    """Keep Lightning's info messages (:data:`QUIET_LOGGERS`, below ``WARNING``) and :data:`QUIET_WARNINGS` out of the
+    output while the block runs, so ``fit`` and ``demo`` print the progress bar, the table and the paths; warnings
+    that say something about the request itself still show. ``verbose`` lets everything through.
+
+    Examples:
+        >>> import logging
+        >>> with quiet_output():
+        ...     logging.getLogger("lightning.pytorch").isEnabledFor(logging.INFO)
+        False
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            for logger in loggers:
+                logger.setLevel(logging.WARNING)
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 CLASS_EXAMPLES = {
@@ -425,7 +502,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightning-unlearn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("fit", help="run a request from a YAML config (LightningCLI; see `fit --help`)", add_help=False)
+    sub.add_parser(
+        "fit",
+        help="run a request from a YAML config (LightningCLI, see `fit --help`; `--verbose` adds Lightning's messages)",
+        add_help=False,
+    )
     p_config = sub.add_parser("config", help="print a shipped request config (YAML): `config digits > request.yaml`")
     p_config.add_argument("name", choices=sorted(shipped_configs()), help="which config")
     p_demo = sub.add_parser("demo", help="forget 32 digits instances with the defaults and print before/after")
@@ -433,6 +514,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--max-steps", type=int, default=1000)
     p_demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p_demo.add_argument("--verbose", action="store_true", help="also print Lightning's messages and library warnings")
     p_demo.add_argument("--out-dir", default="unlearn_output/demo", help="where logs, summary and plot go")
     p_demo.add_argument(
         "--compare-retrain",
@@ -461,15 +543,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         sys.stdout.write(shipped_configs()[args.name].read_text())
         return 0
-    demo(
-        k=args.k,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        progress=not args.no_progress,
-        out_dir=args.out_dir,
-        compare_retrain=args.compare_retrain,
-        retain_fraction=args.retain_fraction,
-    )
+    with quiet_output(args.verbose):
+        demo(
+            k=args.k,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            progress=not args.no_progress,
+            out_dir=args.out_dir,
+            compare_retrain=args.compare_retrain,
+            retain_fraction=args.retain_fraction,
+        )
     return 0
 
 

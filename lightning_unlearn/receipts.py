@@ -64,7 +64,11 @@ def model_hash(model: nn.Module | Mapping[str, Tensor]) -> str:
 
 @dataclass
 class DeletionReceipt:
-    """The record of one request (see the module docstring)."""
+    """The record of one request (see the module docstring).
+
+    ``retained_sample`` is the number of retained training inputs the request distilled on (0: none, a
+    forget-set-only request); the receipt never holds them or their hashes.
+    """
 
     request_id: str
     created_utc: str
@@ -81,6 +85,7 @@ class DeletionReceipt:
     steps: int
     seconds: float
     versions: dict[str, str] = field(default_factory=dict)
+    retained_sample: int = 0
     receipt_version: int = RECEIPT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +107,16 @@ def make_receipt(
     method: Mapping[str, Any],
     summary: Mapping[str, Any],
 ) -> DeletionReceipt:
-    """Build a receipt from the forget instances, the model hashes, the method's settings and a request summary."""
+    """Build a receipt from the forget instances, the model hashes, the method's settings and a request summary.
+
+    The size of the retained sample is read from ``method["retain"]["size"]`` (the ``RetainDistillation`` settings).
+
+    Examples:
+        >>> method = {"retain": {"weight": 10.0, "batch_size": 64, "size": 70}}
+        >>> receipt = make_receipt(torch.zeros(1, 2), torch.tensor([3]), "misclassify", "a", "b", method, {})
+        >>> receipt.k, receipt.retained_sample
+        (1, 70)
+    """
     import lightning
 
     import lightning_unlearn
@@ -122,6 +136,7 @@ def make_receipt(
         restored=bool(summary.get("restored", False)),
         steps=int(summary.get("steps", 0)),
         seconds=float(summary.get("seconds", 0.0)),
+        retained_sample=int((method.get("retain") or {}).get("size") or 0),
         versions={
             "lightning_unlearn": lightning_unlearn.__version__,
             "torch": torch.__version__,

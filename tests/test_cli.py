@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from lightning_unlearn.cli import main, shipped_configs
+from lightning_unlearn.cli import QUIET_LOGGERS, main, shipped_configs
 from lightning_unlearn.data import ForgetSet
 from lightning_unlearn.datasets import DigitsDataset
 from lightning_unlearn.receipts import model_hash
@@ -21,6 +23,8 @@ from tests.conftest import fresh_launch_env
 
 CONFIG = Path(__file__).parents[1] / "lightning_unlearn" / "configs" / "digits.yaml"
 FORGET = [0]  # the first instance of the shipped request: about 60 steps with the defaults
+#: what Lightning prints at info level (accelerators, tips, the model summary, the seed): out of the default output
+LIGHTNING_CHATTER = ("GPU available", "TPU available", "Tip:", "litlogger", "| Name", "Trainable params", "Seed set")
 
 
 def _fit_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -184,11 +188,12 @@ def test_demo_with_the_progress_bar_and_retraining_prints_at_most_40_lines(_pret
     bar = [line for line in lines if "request 0:" in line]
     assert 1 <= len(bar) <= 3 and "unlearned=1/1" in bar[-1] and "test/acc=0.9" in bar[-1], bar
     assert re.search(r"\| \d+/1000 \[", bar[-1]), bar
+    assert not any(word in done.stderr.decode() for word in LIGHTNING_CHATTER), done.stderr.decode()[-3000:]
     assert "Validation" not in stdout and "Epoch " not in stdout
     assert "| metric       |  before |   after | retrain |" in stdout
     forget_row = next(line for line in lines if line.startswith("| forget acc "))
     assert forget_row.startswith("| forget acc   |  100.0% |    0.0% |"), forget_row
-    assert re.search(r"seconds: [\d.]+ \(retraining without them: [\d.]+s\), all unlearned: True", stdout)
+    assert re.search(r"seconds: [\d.]+ \(retraining without them: [\d.]+s\), samples: .+, all unlearned: True", stdout)
     assert os.path.isfile(tmp_path / "d" / "summary.json")
 
 
@@ -262,3 +267,51 @@ def test_the_shipped_cifar10_config_builds_its_trainer_without_the_bar(
     assert main(args) == 0  # without the flag: the config's bar
     assert type(trainers[1].progress_bar_callback).__name__ == "UnlearningProgressBar"
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_fit_prints_the_bar_the_retained_sample_the_table_with_its_cost_and_the_paths_only(
+    _pretrained_digits, tmp_path: Path, capfd, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(_fit_args(tmp_path, "--trainer.max_epochs", "2")) == 0  # two steps, then the last-layer edit
+    out, err = capfd.readouterr()
+    assert err == "" and not any(word in out for word in LIGHTNING_CHATTER), (out + err)[-3000:]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("lightning")] == []  # Lightning's info
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    assert {name: logging.getLogger(name).level for name in QUIET_LOGGERS} == levels  # restored
+    lines = [line for line in out.split("\n") if line]  # not a terminal: the bar prints lines, no "\r" redraws
+    bar = [line for line in lines if line.startswith("request 0:")]
+    assert bar and lines[: len(bar)] == bar and "unlearned=1/1" in bar[-1], lines  # the bar first
+    rest = lines[len(bar) :]
+    assert rest[0] == "retained sample: 72 training instances outside the forget set (--data.retain_fraction 0: none)"
+    assert rest[1:3] == ["| metric       |  before |   after |", "|--------------|---------|---------|"]
+    rows = [line.split("|")[1].strip() for line in rest[3:7]]
+    assert rows == ["forget acc", "retain acc", "test acc", "MIA efficacy"]
+    samples = r"[\d,]+ \(= [\d.]+ epochs of the 1,437 training instances\)"
+    assert re.fullmatch(rf"steps: 2, seconds: [\d.]+, samples: {samples}, all unlearned: True", rest[7]), rest[7]
+    assert [line.split(":")[0] for line in rest[8:]] == ["receipt", "unlearned classifier", "summary"]
+    assert len(rest) == 11  # nothing after the paths
+    receipt = json.loads(Path(rest[8].split(": ", 1)[1]).read_text())
+    assert receipt["retained_sample"] == 72 and receipt["method"]["retain"]["size"] == 72
+
+
+def test_fit_verbose_brings_lightning_back_and_retain_fraction_0_turns_the_sample_off(
+    _pretrained_digits, tmp_path: Path, capfd, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    args = _fit_args(tmp_path, "--trainer.max_epochs", "2", "--data.retain_fraction", "0", "--verbose")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    out = capfd.readouterr().out
+    messages = "\n".join(r.getMessage() for r in caplog.records)  # the log lines pytest captures instead of stderr
+    assert "GPU available" in messages and "Trainable params" in messages and "Seed set to 0" in messages
+    assert [w for w in caught if "LeafSpec" in str(w.message)]
+    assert "retained sample: none (forget set only)\n" in out
+    receipt = json.loads(next((tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")).read_text())
+    assert receipt["retained_sample"] == 0 and receipt["method"]["retain"] is None
