@@ -2,16 +2,19 @@
 
 CIFAR-10 is read with ``torchvision.datasets.CIFAR10(root=--data-dir, download=False)``: put the extracted
 ``cifar-10-batches-py`` folder there first. Without it the script prints a message and exits with status 0 (so CI can
-run it anywhere). The classifier is ``torchvision.models.resnet18(num_classes=10)`` with the input normalisation
-*inside* the model, so the data stays in ``[0, 1]`` and ``PGDAnchors(input_range=(0, 1))`` (the default) matches it.
+run it anywhere). The classifier is ``lightning_unlearn.models.NormalizedResNet18``: torchvision's
+``resnet18(num_classes=10)`` with the input normalisation *inside* the model, so the data stays in ``[0, 1]`` and
+``PGDAnchors(input_range=(0, 1))`` (the default) matches it. It is also the model of the shipped ``cifar10_resnet18``
+config, so the weights this script saves run there: ``lightning-unlearn fit --config cifar10.yaml --model.checkpoint
+<--out>/resnet18_cifar10.pt``.
 
 Weights come from ``--checkpoint`` (a state dict or Lightning checkpoint of this architecture), else the script trains
 the model for ``--pretrain-epochs`` and saves it to ``<--out>/resnet18_cifar10.pt`` so the next run reuses it. Then it
 forgets ``k`` training instances, evaluating on a random subset of the remaining training data and on the test set.
 A GPU makes this minutes; on a CPU use ``--smoke``.
 
-L2 anchor radius: ``eps`` is an L2 norm over all 3x32x32 input values, so it is larger than on 8x8 digits for the same
-per-pixel change (see the FAQ: the norm grows with the square root of the number of values).
+L2 anchor radius: the default ``PGDAnchors(eps=None)`` scales the radii chosen on 8x8 digits to 32x32 images (2, 4
+and 8; see the FAQ's "eps for different input sizes"), as the shipped config does.
 
     python examples/04_cifar10_resnet18.py --data-dir data/cifar10
     python examples/04_cifar10_resnet18.py --data-dir data/cifar10 --checkpoint resnet18_cifar10.pt --k 64
@@ -32,17 +35,14 @@ if TYPE_CHECKING:
 # torch, torchvision, Lightning and lightning_unlearn are imported after the data check, so that the script exits at
 # once when the folder is absent.
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
 
 def build_classifier() -> nn.Module:
-    """ResNet-18 for 10 classes, with the per-channel normalisation as its first layer (inputs stay in [0, 1])."""
-    import torchvision
-    from torch import nn
-    from torchvision.transforms import Normalize
+    """ResNet-18 for 10 classes, with the per-channel normalisation as its first layer (inputs stay in [0, 1]): the
+    shipped ``cifar10_resnet18`` config's ``model.classifier``.
+    """
+    from lightning_unlearn.models import NormalizedResNet18
 
-    return nn.Sequential(Normalize(CIFAR10_MEAN, CIFAR10_STD), torchvision.models.resnet18(num_classes=10))
+    return NormalizedResNet18(num_classes=10)
 
 
 def pretrain(
@@ -130,9 +130,8 @@ def unlearn(args: argparse.Namespace) -> int:
     if args.smoke:
         anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2)
         callback = InstanceUnlearning(anchors=anchors, max_steps=20, restore_on_failure=False, seed=args.seed)
-    else:
-        anchors = PGDAnchors(eps=0.5, steps=20, per_instance=20)  # as in the shipped cifar10_resnet18.yaml
-        callback = InstanceUnlearning(anchors=anchors, receipt_dir=args.out / "receipts", seed=args.seed)
+    else:  # the package defaults, as in the shipped cifar10_resnet18.yaml
+        callback = InstanceUnlearning(receipt_dir=args.out / "receipts", seed=args.seed)
     trainer = L.Trainer(
         max_epochs=-1,
         accelerator="auto",

@@ -2,11 +2,13 @@
 
 Each is an :class:`~lightning_unlearn.plugins.UnlearningPlugin` that adds one idea (a loss term or a gradient mask);
 none knows about the others, so they compose with each other and with the method's own plugins. Pass them to
-``InstanceUnlearning(plugins=[...])``, which supplies the stop rule, restore-on-failure and the summary.
+``InstanceUnlearning(plugins=[...])``, which supplies the stop rule, restore-on-failure and the summary. To run a
+baseline alone, turn the method's own parts off: ``InstanceUnlearning(anchors=None, shifted_copies=None, edit=None)``
+(``bare`` below); every row of the table assumes it.
 
 | method | how to run it | source |
 |---|---|---|
-| negative gradient | ``forget_loss="neg_ce"``, ``InstanceUnlearning(anchors=None)`` | Golatkar et al., 2020 |
+| negative gradient | ``UnlearningModule(forget_loss="neg_ce")`` | Golatkar et al., 2020 |
 | random-label fine-tuning | ``UnlearningModule(forget_loss="random_label")`` | Golatkar et al., 2020 |
 | SalUn (saliency mask + random labels) | ``forget_loss="random_label"`` + :class:`SaliencyMask` | Fan et al., 2024 |
 | l1-sparse fine-tuning | :class:`L1Sparse` (with retained data: + :class:`RetainLoss`) | Jia et al., NeurIPS 2023 |

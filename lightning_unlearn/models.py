@@ -41,6 +41,35 @@ class SmallCNN(nn.Sequential):
         super().__init__(*small_cnn(num_classes, in_channels, width))
 
 
+#: CIFAR-10's per-channel mean and standard deviation of ``[0, 1]`` images (the usual values)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+
+class NormalizedResNet18(nn.Sequential):
+    """torchvision's ResNet-18 behind a per-channel normalisation layer, so that its inputs stay in ``[0, 1]`` (what
+    ``PGDAnchors(input_range=(0, 1))`` and ``ShiftedCopies(fill=0.0)`` expect). The model of
+    ``examples/04_cifar10_resnet18.py`` and of the shipped ``cifar10_resnet18`` config (``class_path:
+    lightning_unlearn.models.NormalizedResNet18``): a state dict saved from one loads into the other.
+
+    Examples:
+        >>> import torch
+        >>> NormalizedResNet18()(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+    ) -> None:
+        from torchvision.models import resnet18
+        from torchvision.transforms import Normalize
+
+        super().__init__(Normalize(mean, std), resnet18(num_classes=num_classes))
+
+
 def cnn_no_bn(num_classes: int = 10, in_channels: int = 1, width: int = 32, dropout: float = 0.25) -> nn.Sequential:
     """:func:`small_cnn` without BatchNorm, with dropout: a second architecture for the benchmarks and tests.
 

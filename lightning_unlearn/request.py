@@ -45,9 +45,11 @@ class RequestSummary:
         failure: why the request failed (``None`` on success).
         anchors: number of anchors (over all processes).
         anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
-        finished_by: which result the request kept: ``"steps"`` (the optimiser's), ``"edit"`` (the closed-form
-            last-layer edit, see :class:`~lightning_unlearn.plugins.LastLayerEdit`), ``"none"`` (the edit could not
-            improve on steps that fell short) or ``None`` (no plugin finishes requests).
+        finished_by: which result the request kept: ``"steps"`` (the optimiser's), ``"steps+edit"`` (the
+            closed-form last-layer edit of the weights the steps reached, see
+            :class:`~lightning_unlearn.plugins.LastLayerEdit`), ``"edit"`` (the edit of the original weights),
+            ``"none"`` (the edit could not improve on steps that fell short: the request fails) or ``None`` (no
+            plugin finishes requests, e.g. ``edit=None``).
         before: metrics on the original weights (``forget/acc``, ``anchor/agreement``, ``{name}/acc``,
             ``mia/efficacy``, ...).
         after: the same metrics at the end.
