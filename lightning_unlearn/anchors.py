@@ -247,7 +247,9 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
 
     @property
     def resolved_backend(self) -> str:
-        """The backend ``generate`` uses: ``"auto"`` resolved against what is installed."""
+        """The backend ``generate`` uses for bounded ``[N, C, H, W]`` images: ``"auto"`` resolved against what is
+        installed (other inputs always take the built-in PGD: torchattacks' attacks are written for images in a range).
+        """
         if self.backend == "auto":
             return "torchattacks" if torchattacks_available() else "builtin"
         return self.backend
@@ -355,6 +357,11 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
             )
         self.check_inputs(inputs)
         bounds, spread = geometry if geometry is not None else self.geometry(inputs)
+        if self.backend == "torchattacks" and inputs.dim() != 4:
+            raise ValueError(
+                f"`backend='torchattacks'` attacks [N, C, H, W] images, got inputs of shape {tuple(inputs.shape)}: use"
+                " backend='builtin' (or 'auto', which picks it for other inputs)."
+            )
         if bounds is None and self.backend == "torchattacks":
             raise ValueError(
                 "`backend='torchattacks'` clamps anchors to a range, and the forget inputs span"
@@ -374,7 +381,7 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
                 count = per // groups + (1 if g < per % groups else 0)
                 source = source_all.repeat_interleave(count, dim=0)
                 group_targets = targets[:, start : start + count].reshape(-1)
-                attack = self._attack_fn(attacked, eps, generator, bounds)
+                attack = self._attack_fn(attacked, eps, generator, bounds, bounds if inputs.dim() == 4 else None)
                 advs = [attack(x, t) for x, t in zip(source.split(chunk_size), group_targets.split(chunk_size))]
                 adv = torch.cat(advs) if spread is None else torch.cat(advs) * spread.to(inputs)
                 logits = torch.cat([model(chunk).float() for chunk in adv.split(chunk_size)])
@@ -394,11 +401,19 @@ class PGDAnchors(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Genera
         return anchor_loss(logits, reference, kind=self.loss)
 
     def _attack_fn(
-        self, model: nn.Module, eps: float, generator: torch.Generator | None, bounds: tuple[float, float] | None
+        self,
+        model: nn.Module,
+        eps: float,
+        generator: torch.Generator | None,
+        bounds: tuple[float, float] | None,
+        images: tuple[float, float] | None,
     ) -> Callable[[Tensor, Tensor], Tensor]:
+        """The PGD of one radius: torchattacks' for bounded ``[N, C, H, W]`` images (``images``: their range) when it is
+        the backend, the built-in one (clamped to ``bounds``, or unclamped) otherwise.
+        """
         step_size = self.step_size if self.step_size is not None else eps / 4
-        if self.resolved_backend == "torchattacks" and bounds is not None:
-            return self._torchattacks_fn(model, eps, step_size, generator, bounds)
+        if self.resolved_backend == "torchattacks" and images is not None:
+            return self._torchattacks_fn(model, eps, step_size, generator, images)
         low, high = bounds if bounds is not None else (-math.inf, math.inf)
 
         def builtin(x: Tensor, t: Tensor) -> Tensor:

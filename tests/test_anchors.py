@@ -345,3 +345,16 @@ def test_the_anchors_are_among_the_edits_protected_inputs(digits: Split, digits_
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=4))
     assert [len(p) for p in spy.seen] == [4 * 3]
     assert float((spy.seen[0] - x.repeat_interleave(3, dim=0)).flatten(1).norm(dim=1).max()) > 0  # anchors, not x
+
+
+def test_feature_vectors_take_the_builtin_pgd_even_with_torchattacks_installed(digits: Split) -> None:
+    _require_torchattacks()
+    x, y = _forget(digits, 4)
+    flat = x.flatten(1)  # [4, 64] in [0, 1]: torchattacks' L2 attack only handles [N, C, H, W]
+    model = nn.Sequential(nn.Linear(64, 10)).eval()
+    assert PGDAnchors(backend="auto").resolved_backend == "torchattacks"
+    pool = PGDAnchors(per_instance=2, steps=3, backend="auto").generate(model, flat, y, num_classes=10)
+    assert pool.inputs.shape == (8, 64) and float(pool.inputs.min()) >= 0.0 and float(pool.inputs.max()) <= 1.0
+    message = "`backend='torchattacks'` attacks [N, C, H, W] images, got inputs of shape (4, 64): use backend='builtin'"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PGDAnchors(backend="torchattacks").generate(model, flat, y, num_classes=10)

@@ -404,7 +404,7 @@ def test_readme_quotes_the_refusals_of_the_inputs(digits: Split, digits_cnn: nn.
         ForgetSet(torch.randint(0, 50, (4, 6)), torch.tensor([0, 1, 2, 0]))
     _in_readme(str(error.value))
     with pytest.raises(ValueError) as error:
-        PGDAnchors().check_inputs(digits.x_train[:32] * 2 - 1)  # images normalised to [-1, 1]
+        PGDAnchors(input_range=(0.0, 1.0)).check_inputs(digits.x_train[:32] * 2 - 1)  # images normalised to [-1, 1]
     _in_readme(str(error.value))
     with pytest.raises(ValueError) as error:
         UnlearningModule(digits_cnn, num_classes=5).check_output(digits.x_train[:4])
@@ -412,11 +412,12 @@ def test_readme_quotes_the_refusals_of_the_inputs(digits: Split, digits_cnn: nn.
 
 
 def test_readme_quotes_the_warnings_and_the_strategy_refusal(digits: Split) -> None:
-    x = digits.x_train[:4].flatten(1)  # feature vectors [4, 64]
+    x = digits.x_train[:4].unsqueeze(1)  # volumes [4, 1, 1, 8, 8]: no copies for them
     request = Request(0, 4, (x, digits.y_train[:4], None), {}, seed=0)
     with pytest.warns(UserWarning) as record:
         assert len(ShiftedCopies().make_inputs(request, None, None)) == 0  # type: ignore[arg-type]
     _in_readme(str(record[0].message))
+    request = Request(0, 4, (digits.x_train[:4], digits.y_train[:4], None), {}, seed=0)
     module = UnlearningModule(nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten()), num_classes=10)  # no nn.Linear
     with pytest.warns(UserWarning) as record:
         LastLayerEdit().setup(request, module, None)  # type: ignore[arg-type]

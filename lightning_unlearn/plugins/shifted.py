@@ -26,7 +26,7 @@ class ShiftedCopies(HeldOutputs):
     A forget instance is usually a typical member of its class, and the images a request damages are the ones that
     look like it. ``copies`` translations of each forget image by a few pixels look like it without being it: holding
     the model's outputs there makes the request carve out the instance itself instead of moving the boundary through
-    its neighbours. On digits this took the test-accuracy cost of a 32-instance request from 7.7 to 2.7 points
+    its neighbours. On digits this took the test-accuracy cost of a 32-instance request from 7.7 to 2.3 points
     (``docs/benchmarks.md``). Needs only the forget set; the copies live for one request and are never checkpointed.
 
     ``[N, C, L]`` signals are shifted along their length. ``[N, D]`` feature vectors have no axis to shift along: each
