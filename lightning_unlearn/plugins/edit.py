@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 class LastLayerEdit(UnlearningPlugin):
     """Finish a request whose steps ran out: edit the classifier's last linear layer in closed form so that every
     forget instance is unlearned, changing the layer's outputs on the request's protected inputs least
-    (:func:`~lightning_unlearn.functional.edit.edit_last_layer`). A request whose budget runs out is then finished, unless
-    even the edit cannot (``finished_by="none"``).
+    (:func:`~lightning_unlearn.functional.edit.edit_last_layer`). A request whose budget runs out is then finished,
+    unless even the edit cannot (``finished_by="none"``).
 
     Which weights are edited, when the step budget ends with instances still remembered: both the weights the steps
     reached (for the instances still remembered: a small change finishes what the optimiser nearly did) and the

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class ShiftedCopies(HeldOutputs):
-    """Hold the pre-trained outputs on translated copies of each forget image (logged as ``train/shifted_copies``).
+    """Hold the pre-trained outputs on translated copies of each forget instance (logged as ``train/shifted_copies``).
 
     A forget instance is usually a typical member of its class, and the images a request damages are the ones that
     look like it. ``copies`` translations of each forget image by a few pixels look like it without being it: holding
