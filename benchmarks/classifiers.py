@@ -21,6 +21,7 @@ writes JSON to ``benchmarks/results/classifiers.json``.
     python benchmarks/classifiers.py --k 64 --models digits_cnn lenet_no_bn
     python benchmarks/classifiers.py --k 32 --retain-fraction 0.05     # with a 5 % retained sample
     python benchmarks/classifiers.py --k 4 --seeds 0 --models breast_cancer_mlp --max-steps 5   # smoke (seconds)
+    python benchmarks/classifiers.py --tables benchmarks/results/a.json benchmarks/results/b.json   # merged tables
 """
 
 from __future__ import annotations
@@ -269,7 +270,16 @@ def main() -> None:
     )
     parser.add_argument("--max-steps", type=int, default=None, help="smoke runs only (default: the package's budget)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/classifiers.json"))
+    parser.add_argument("--tables", type=Path, nargs="+", help="only print the tables of these JSON files, merged")
     args = parser.parse_args()
+    if args.tables:
+        rows, tasks = [], {}
+        for path in args.tables:
+            data = json.loads(path.read_text())
+            rows += data["rows"]
+            tasks |= data["classifiers"]
+        print_tables(rows, tasks)
+        return
     if not 0.0 <= args.retain_fraction < 1.0:
         parser.error(f"--retain-fraction must be in [0, 1), got {args.retain_fraction}.")
     torch.set_num_threads(1)
@@ -279,6 +289,11 @@ def main() -> None:
     payload = {"args": vars(args) | {"out": str(args.out)}, "classifiers": tasks, "rows": rows}
     payload["machine"] = machine_info() | {"wall_seconds": time.perf_counter() - started}
     args.out.write_text(json.dumps(payload, indent=1))
+    print_tables(rows, tasks)
+    print(f"\nwall time {time.perf_counter() - started:.0f} s")
+
+
+def print_tables(rows: list[dict[str, Any]], tasks: dict[str, dict[str, Any]]) -> None:
     print("\nClassifiers:\n")
     for name, task in tasks.items():
         print(
@@ -290,7 +305,6 @@ def main() -> None:
     print(per_run_table(rows))
     print("\nMean (min-max) over seeds:\n")
     print(summary_table(rows, tasks))
-    print(f"\nwall time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
