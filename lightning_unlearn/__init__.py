@@ -5,12 +5,13 @@ from lightning_unlearn.callback import InstanceUnlearning, RequestSummary
 from lightning_unlearn.data import ForgetSet
 from lightning_unlearn.importance import MASImportance
 from lightning_unlearn.module import UnlearningModule
-from lightning_unlearn.plugins import LastLayerEdit, RetainDistillation, ShiftedCopies
+from lightning_unlearn.plugins import FisherEdit, LastLayerEdit, RetainDistillation, ShiftedCopies
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnchorPool",
+    "FisherEdit",
     "ForgetSet",
     "InstanceUnlearning",
     "LastLayerEdit",

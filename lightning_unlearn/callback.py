@@ -22,6 +22,7 @@ from lightning_unlearn.module import UnlearningModule
 from lightning_unlearn.plugins.base import UnlearningPlugin, check_plugins
 from lightning_unlearn.plugins.distill import RetainDistillation, RetainSource
 from lightning_unlearn.plugins.edit import LastLayerEdit
+from lightning_unlearn.plugins.fisher import FisherEdit
 from lightning_unlearn.plugins.replay import ForgetReplay
 from lightning_unlearn.plugins.shifted import ShiftedCopies
 from lightning_unlearn.receipts import write_request_receipt
@@ -73,6 +74,9 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             result where it is gentler (:class:`~lightning_unlearn.plugins.LastLayerEdit`); ``"default"`` uses
             ``LastLayerEdit()``, ``None`` disables it (a request whose budget runs out then fails).
         plugins: further plugins, run after the ones above (e.g. ``lightning_unlearn.baselines``).
+        fisher_edit: the closed-form edit of the last layers that unlearns the request before the first step
+            (:class:`~lightning_unlearn.plugins.FisherEdit`); ``"default"`` uses ``FisherEdit()``, ``None`` disables
+            it (the request is then all optimiser steps, finished by ``edit``).
 
     Raises:
         ValueError: if an argument is outside its valid range or of the wrong type, or two plugins share a name.
@@ -86,7 +90,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
     Examples:
         >>> callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0), importance=MASImportance(use="mask"))
         >>> callback.max_steps, [p.name for p in callback.plugins]
-        (1000, ['anchor_loss', 'importance_penalty', 'shifted_copies', 'last_layer_edit'])
+        (1000, ['anchor_loss', 'importance_penalty', 'shifted_copies', 'fisher_edit', 'last_layer_edit'])
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         retain: RetainDistillation | RetainSource | None = None,
         edit: LastLayerEdit | Literal["default"] | None = "default",
         plugins: Sequence[UnlearningPlugin] = (),
+        fisher_edit: FisherEdit | Literal["default"] | None = "default",
     ) -> None:
         if anchors == "default":
             anchors = PGDAnchors()
@@ -112,9 +117,16 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
             shifted_copies = ShiftedCopies()
         if edit == "default":
             edit = LastLayerEdit()
+        if fisher_edit == "default":
+            fisher_edit = FisherEdit()
         if retain is not None and not isinstance(retain, RetainDistillation):
             retain = RetainDistillation(retain)
-        for name, part, kind in (("shifted_copies", shifted_copies, ShiftedCopies), ("edit", edit, LastLayerEdit)):
+        parts = (
+            ("shifted_copies", shifted_copies, ShiftedCopies),
+            ("edit", edit, LastLayerEdit),
+            ("fisher_edit", fisher_edit, FisherEdit),
+        )
+        for name, part, kind in parts:
             if part is not None and not isinstance(part, kind):
                 raise ValueError(f"`{name}` must be a {kind.__name__}, 'default' or None, got {type(part).__name__}.")
         if anchors is not None and not isinstance(anchors, PGDAnchors):
@@ -133,8 +145,8 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         self.shifted_copies: ShiftedCopies | None = shifted_copies
         self.retain: RetainDistillation | None = retain
         self.edit: LastLayerEdit | None = edit
-        builtin = [p for p in (anchors, importance, shifted_copies, retain, edit) if p is not None]
-        self.plugins = check_plugins(builtin + list(plugins), ForgetReplay())
+        self.fisher_edit: FisherEdit | None = fisher_edit
+        self.plugins = check_plugins(self._builtin_parts() + list(plugins), ForgetReplay())
         self.max_steps, self.check_every_n_steps = int(max_steps), int(check_every_n_steps)
         self.restore_on_failure, self.max_drop, self.stall_patience = restore_on_failure, max_drop, stall_patience
         self.keep_forget_data = keep_forget_data
@@ -341,8 +353,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
         sample = offer() if callable(offer) else None
         self.retain = RetainDistillation(sample) if sample is not None else None
         self._retain_from_datamodule = sample is not None
-        parts = (self.anchors, self.importance, self.shifted_copies, self.retain, self.edit)
-        self.plugins = check_plugins([p for p in parts if p is not None] + extra, ForgetReplay())
+        self.plugins = check_plugins(self._builtin_parts() + extra, ForgetReplay())
 
     def _returned_state(self) -> dict[str, Any]:
         """What rank 0's worker hands back to this callback in the main process (``ddp_spawn``, ``ddp_fork``)."""
@@ -352,10 +363,14 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
     def _optional_parts(self) -> dict[str, UnlearningPlugin | None]:
         return {"shifted_copies": self.shifted_copies, "retain": self.retain, "edit": self.edit}
 
+    def _builtin_parts(self) -> list[UnlearningPlugin]:
+        """The built-in parts that are on, in the order they run (the one place that lists them)."""
+        parts = (self.anchors, self.importance, self.shifted_copies, self.retain, self.fisher_edit, self.edit)
+        return [p for p in parts if p is not None]
+
     @property
     def _builtin(self) -> int:
-        parts = (self.anchors, self.importance, self.shifted_copies, self.retain, self.edit)
-        return sum(p is not None for p in parts)
+        return len(self._builtin_parts())
 
     def _finish(
         self, trainer: L.Trainer, pl_module: UnlearningModule, failure: str | None, receipt: bool = True
@@ -375,6 +390,7 @@ class InstanceUnlearning(SpawnSafeGenerators, Callback):  # its plugins hold tor
                     for name, plugin in (
                         ("shifted_copies", self.shifted_copies),
                         ("retain", self.retain),
+                        ("fisher_edit", self.fisher_edit),
                         ("edit", self.edit),
                     )
                 },

@@ -45,7 +45,9 @@ class RequestSummary:
         failure: why the request failed (``None`` on success).
         anchors: number of anchors (over all processes).
         anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
-        finished_by: which result the request kept: ``"steps"`` (the optimiser's), ``"steps+edit"`` (the
+        finished_by: which result the request kept: ``"fisher_edit"`` (the closed-form edit of the last layers
+            finished it before any step, see :class:`~lightning_unlearn.plugins.FisherEdit`), ``"steps"`` (the
+            optimiser's), ``"steps+edit"`` (the
             closed-form last-layer edit of the weights the steps reached, see
             :class:`~lightning_unlearn.plugins.LastLayerEdit`), ``"edit"`` (the edit of the original weights),
             ``"none"`` (the edit could not improve on steps that fell short: the request fails) or ``None`` (no
@@ -180,12 +182,16 @@ class Request:
                 module.add_loss_term(plugin.name, partial(plugin.loss_term, module))
         summary = self.summary
         if current is None:
-            summary.setup_seconds = self.elapsed
             summary.before = self.measure(module)
             self.remaining = summary.remaining_before = int(summary.before["forget/remaining"])
+            if self.remaining > 0:
+                for plugin in self.plugins:
+                    plugin.begin(self, module, trainer)
+                self.remaining = int(module.check_forget(self.parts, log=False)["forget/remaining"])
+            summary.setup_seconds = self.elapsed
             rank_zero_info(
-                f"Unlearning request {summary.request}: {summary.k} instances, {self.remaining} still remembered;"
-                f" setup {summary.setup_seconds:.2f}s."
+                f"Unlearning request {summary.request}: {summary.k} instances, {summary.remaining_before} still"
+                f" remembered; setup {summary.setup_seconds:.2f}s, {self.remaining} left for the steps."
             )
         else:
             classifier.load_state_dict(current)

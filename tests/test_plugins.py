@@ -108,3 +108,30 @@ def test_receipts_name_extra_plugins_with_their_plain_settings(digits, digits_cn
     method = read_receipt(callback.receipts[0]).method
     assert method["anchors"] is None and method["importance"] is None
     assert method["plugins"] == {"l1": {"strength": 1e-5}, "retain_loss": {"weight": 0.5}}  # the loader stays out
+
+
+def test_the_fisher_edit_finishes_a_default_request_before_any_step(digits, digits_cnn) -> None:
+    from lightning_unlearn.functional.evaluation import accuracy
+
+    idx = forget_indices(len(digits.y_train), 16)
+    callback = InstanceUnlearning(seed=0)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    before = accuracy(digits_cnn, digits.x_test, digits.y_test)
+    forget = DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=16)
+    trainer.fit(UnlearningModule(digits_cnn, num_classes=10), forget)
+    summary = callback.summary
+    assert summary is not None and summary.unlearned and summary.finished_by == "fisher_edit"
+    assert summary.steps == 0 and trainer.global_step == 0
+    # anchors (16 x 21 x 11 passes) and three passes over the protected inputs dominate; no step of 544 inputs
+    assert summary.samples < 20_000
+    assert accuracy(digits_cnn, digits.x_test, digits.y_test) >= before - 0.02
+
+
+def test_without_the_fisher_edit_the_request_takes_steps(digits, digits_cnn) -> None:
+    idx = forget_indices(len(digits.y_train), 4)
+    callback = InstanceUnlearning(seed=0, fisher_edit=None)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+    forget = DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=4)
+    trainer.fit(UnlearningModule(digits_cnn, num_classes=10), forget)
+    assert [p.name for p in callback.plugins] == ["anchor_loss", "shifted_copies", "last_layer_edit"]
+    assert callback.summary is not None and callback.summary.steps > 0 and callback.summary.unlearned

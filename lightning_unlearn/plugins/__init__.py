@@ -8,6 +8,7 @@ here. Write your own by subclassing :class:`UnlearningPlugin`.
 from lightning_unlearn.plugins.base import UnlearningPlugin
 from lightning_unlearn.plugins.distill import RetainDistillation
 from lightning_unlearn.plugins.edit import LastLayerEdit
+from lightning_unlearn.plugins.fisher import FisherEdit
 from lightning_unlearn.plugins.held import HeldOutputs
 from lightning_unlearn.plugins.l1 import L1Sparse
 from lightning_unlearn.plugins.mask import WeightScores
@@ -17,6 +18,7 @@ from lightning_unlearn.plugins.saliency import SaliencyMask
 from lightning_unlearn.plugins.shifted import ShiftedCopies
 
 __all__ = [
+    "FisherEdit",
     "ForgetReplay",
     "HeldOutputs",
     "L1Sparse",

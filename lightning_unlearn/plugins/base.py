@@ -26,15 +26,17 @@ class UnlearningPlugin:
        request and process; :class:`~lightning_unlearn.PGDAnchors` takes offsets 0 and 1, pick others). The
        reference metrics (``request.before``) are measured after every plugin's setup, so they include your
        :meth:`measure`.
-    2. :meth:`loss_term` at every training step: a scalar (already weighted) added to the forget loss and logged as
+    2. :meth:`begin` once, after the reference metrics were measured and before the first step: a chance to change
+       the weights in closed form (the Fisher edit lives here; a request it finishes takes no step).
+    3. :meth:`loss_term` at every training step: a scalar (already weighted) added to the forget loss and logged as
        ``train/{name}``, or ``None`` for no term. Its gradient counts as *protection*
        (``UnlearningModule(project_gradients=True)`` removes the part of the forget gradient that fights it).
-    3. :meth:`before_optimizer_step` after backward (gradients unscaled and all-reduced): edit gradients in place.
-    4. :meth:`measure` at the start and end of the request and at each validation: values for the summary and logs;
+    4. :meth:`before_optimizer_step` after backward (gradients unscaled and all-reduced): edit gradients in place.
+    5. :meth:`measure` at the start and end of the request and at each validation: values for the summary and logs;
        :meth:`step_metrics` at each logging step.
-    5. :meth:`finish` once the steps are over (budget spent or every instance unlearned), before the verdict: a last
+    6. :meth:`finish` once the steps are over (budget spent or every instance unlearned), before the verdict: a last
        chance to change the weights (the closed-form edit that finishes a request lives here).
-    6. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
+    7. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
 
     :meth:`state_dict` / :meth:`load_state_dict` save and restore what a resumed request needs (``load_state_dict``
     runs before :meth:`setup`: keep the values and apply them there). :meth:`hparams` (public attributes by default)
@@ -76,6 +78,11 @@ class UnlearningPlugin:
 
     def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
         """Prepare for ``request`` (classifier at its original weights; every process calls it together)."""
+
+    def begin(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+        """Change the weights before the first step, if the plugin does so (every process calls it together; not
+        called again when a request resumes from a checkpoint).
+        """
 
     def loss_term(self, module: UnlearningModule) -> Tensor | None:
         """This step's loss term (a weighted scalar), or ``None`` for none."""

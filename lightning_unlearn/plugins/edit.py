@@ -103,7 +103,8 @@ class LastLayerEdit(UnlearningPlugin):
         x, y, t = _gather_parts(trainer, request)
         remaining = int((~is_unlearned(predict(classifier, x), y, t)).sum())
         if remaining == 0 and not (self.select and request.steps > 0 and self._proxy is not None):
-            request.summary.finished_by = "steps"
+            before = request.summary.finished_by  # a request finished before any step keeps what finished it
+            request.summary.finished_by = before if request.steps == 0 and before is not None else "steps"
             return
         protected = gather_rows(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
         stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
