@@ -26,10 +26,11 @@ Issue 22 (the pre-trained weights theta_pre kept as a reference, never data):
     python benchmarks/continual_probes.py '{"requests": 5, "ref": "pre"}'   # hold theta_pre's outputs, not the start's
     python benchmarks/continual_probes.py '{"requests": 1, "k": 80}'        # one request of the same 80 (the union)
 
-``ref`` (``"pre"``: every request holds the pre-trained model's outputs on its anchors and copies), ``repair`` (that
-many steps after each request toward theta_pre's outputs on its stand-ins, this request's instances kept
-``repair_margin`` logits past the boundary; ``repair_lr``, ``repair_weight``), ``pull`` (L2 pull of each weight tensor
-toward theta_pre, relative to its variance), ``guard_delta`` (drop the gradient component that moves back along
+``ref`` (``"pre"``: every request holds the pre-trained model's outputs on its anchors and copies; ``"flipped"``: the
+pre-trained outputs only on pool inputs whose class the current model changed, the current outputs elsewhere),
+``repair`` (that many steps after each request toward theta_pre's outputs on its stand-ins, this request's instances
+kept ``repair_margin`` logits past the boundary; ``repair_lr``, ``repair_weight``), ``pull`` (L2 pull of each weight
+tensor toward theta_pre, relative to its variance), ``guard_delta`` (drop the gradient component that moves back along
 theta - theta_pre), ``pre_synth`` (that many inputs inverted from theta_pre, once per sequence, added to every pool),
 ``dents`` (that many inputs where the current model disagrees most with theta_pre, made at each request's start and held
 at the current model; their smallest L2 distance to a deleted input is printed as ``dent_distance``).
@@ -179,6 +180,11 @@ def request(
     pre = carried.get("pre", model)
     # the outputs every request holds: the pre-trained model's (``ref: pre``) or the model's at the request's start
     reference = predict(pre if cfg.get("ref") == "pre" else model, pool)
+    if cfg.get("ref") == "flipped":  # theta_pre's outputs only where its class differs from the current model's
+        from_pre = predict(pre, pool)
+        flipped = from_pre.argmax(1) != reference.argmax(1)
+        reference = torch.where(flipped[:, None], from_pre, reference)
+        carried.setdefault("flipped", []).append(int(flipped.sum()))
     if cfg.get("dents") and carried.get("earlier"):  # data-free stand-ins of earlier dents, held at the CURRENT model
         dent_x = dent_inputs(model, pre, cfg["dents"], x.shape[1:], seed, carried)
         pool = torch.cat([pool, dent_x])
@@ -376,7 +382,7 @@ def main(cfg: dict[str, Any]) -> None:
             "secs": round(time.perf_counter() - started, 1),
         })  # fmt: skip
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    trace = {key: carried[key] for key in ("trace", "dent_distance") if key in carried}
+    trace = {key: carried[key] for key in ("trace", "dent_distance", "flipped") if key in carried}
     print(json.dumps({"cfg": cfg, "pretrained": round(100 * pretrained, 2), "rows": rows, **trace}), flush=True)
 
 
