@@ -32,8 +32,9 @@ pre-trained outputs only on pool inputs whose class the current model changed, t
 kept ``repair_margin`` logits past the boundary; ``repair_lr``, ``repair_weight``), ``pull`` (L2 pull of each weight
 tensor toward theta_pre, relative to its variance), ``guard_delta`` (drop the gradient component that moves back along
 theta - theta_pre), ``pre_synth`` (that many inputs inverted from theta_pre, once per sequence, added to every pool),
-``dents`` (that many inputs where the current model disagrees most with theta_pre, made at each request's start and held
-at the current model; their smallest L2 distance to a deleted input is printed as ``dent_distance``).
+``keep`` (earlier requests' instances kept and held unlearned, like ``keep_forget_data=True``), ``dents`` (that many
+inputs where the current model disagrees most with theta_pre, made at each request's start and held at the current
+model; their smallest L2 distance to a deleted input is printed as ``dent_distance``).
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ def request(
     if cfg.get("pre_synth"):  # model-inverted inputs of the PRE-TRAINED model, made once per sequence
         pools.append(carried["pre_synth"])
     pool = torch.cat(pools)
+    if cfg.get("keep") and carried.get("earlier"):  # keep_forget_data: earlier instances forgotten and checked too
+        x = torch.cat([x, *(xe for xe, _ in carried["earlier"])])
+        y = torch.cat([y, *(ye for _, ye in carried["earlier"])])
     pre = carried.get("pre", model)
     # the outputs every request holds: the pre-trained model's (``ref: pre``) or the model's at the request's start
     reference = predict(pre if cfg.get("ref") == "pre" else model, pool)
