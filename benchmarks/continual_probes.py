@@ -20,6 +20,21 @@ held as well), ``moved_mask`` (gradients scaled by one minus the normalised move
 (the shifted copies forgotten too, not held), ``keep_optimizer`` (one Adam state over the sequence), ``order``,
 ``requests``, ``k``, ``seed``, ``trace`` (every that many steps: earlier instances remembered, test accuracy),
 ``model`` (``bn``, ``nobn``, ``mlp``, ``lenet``).
+
+Issue 22 (the pre-trained weights theta_pre kept as a reference, never data):
+
+    python benchmarks/continual_probes.py '{"requests": 5, "ref": "pre"}'   # hold theta_pre's outputs, not the start's
+    python benchmarks/continual_probes.py '{"requests": 1, "k": 80}'        # one request of the same 80 (the union)
+
+``ref`` (``"pre"``: every request holds the pre-trained model's outputs on its anchors and copies; ``"flipped"``: the
+pre-trained outputs only on pool inputs whose class the current model changed, the current outputs elsewhere),
+``repair`` (that many steps after each request toward theta_pre's outputs on its stand-ins, this request's instances
+kept ``repair_margin`` logits past the boundary; ``repair_lr``, ``repair_weight``), ``pull`` (L2 pull of each weight
+tensor toward theta_pre, relative to its variance), ``guard_delta`` (drop the gradient component that moves back along
+theta - theta_pre), ``pre_synth`` (that many inputs inverted from theta_pre, once per sequence, added to every pool),
+``keep`` (earlier requests' instances kept and held unlearned, like ``keep_forget_data=True``), ``dents`` (that many
+inputs where the current model disagrees most with theta_pre, made at each request's start and held at the current
+model; their smallest L2 distance to a deleted input is printed as ``dent_distance``).
 """
 
 from __future__ import annotations
@@ -97,6 +112,54 @@ def relearn_direction(model: nn.Module, params: dict[str, nn.Parameter], x: Tens
     return [g / norm for g in grads]
 
 
+def repair(
+    model: nn.Module, pre: nn.Module, x: Tensor, y: Tensor, pool: Tensor, seed: int, cfg: dict[str, Any]
+) -> None:
+    """After a request: ``cfg["repair"]`` steps toward the PRE-TRAINED model's outputs on the request's stand-ins (its
+    anchors and copies), with a hinge that keeps this request's instances ``repair_margin`` logits past the boundary;
+    the last-layer edit finishes any instance the repair brought back."""
+    target = predict(pre, pool)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.Adam(params.values(), lr=cfg.get("repair_lr", 1e-4))
+    batches = torch.Generator().manual_seed(seed + 3)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    for _ in range(cfg["repair"]):
+        idx = torch.randint(0, len(pool), (256,), generator=batches)
+        loss = forget_loss(model(x), y, None, kind="margin", margin=cfg.get("repair_margin", 0.5))
+        loss = loss + cfg.get("repair_weight", 1.0) * anchor_loss(model(pool[idx]), target[idx], kind="kl")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    if remembered(model, x, y):
+        edit_last_layer(model, x, y, pool, margin=0.1, lam=1e-3)
+
+
+def dent_inputs(
+    model: nn.Module, pre: nn.Module, n: int, shape: torch.Size, seed: int, carried: dict[str, Any], steps: int = 100
+) -> Tensor:
+    """Inputs where the current model disagrees most with the pre-trained one (KL ascent from random inputs in the
+    data's range): data-free stand-ins of the regions earlier requests changed. Made from the two models only, at the
+    request's start, and dropped at its end; their distance to the deleted inputs is recorded to check the contract."""
+    g = torch.Generator().manual_seed(seed + 77)
+    z = torch.rand((n, *shape), generator=g).requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=0.05)
+    model.eval()
+    for _ in range(steps):
+        inputs = z.clamp(0, 1)
+        loss = -F.kl_div(F.log_softmax(model(inputs), 1), F.softmax(pre(inputs), 1), reduction="batchmean")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    out = z.detach().clamp(0, 1)
+    deleted = torch.cat([xe for xe, _ in carried["earlier"]]).flatten(1)
+    carried.setdefault("dent_distance", []).append(round(float(torch.cdist(out.flatten(1), deleted).min()), 2))
+    return out
+
+
 def request(
     model: nn.Module, x: Tensor, y: Tensor, seed: int, cfg: dict[str, Any], carried: dict[str, Any]
 ) -> tuple[int, int]:
@@ -112,11 +175,30 @@ def request(
         pools.append(carried["retain"][: cfg["retain"]])
     if cfg.get("synth"):
         pools.append(synthesize(model, cfg["synth"], x.shape[1:], seed))
+    if cfg.get("pre_synth"):  # model-inverted inputs of the PRE-TRAINED model, made once per sequence
+        pools.append(carried["pre_synth"])
     pool = torch.cat(pools)
-    reference = predict(model, pool)
+    if cfg.get("keep") and carried.get("earlier"):  # keep_forget_data: earlier instances forgotten and checked too
+        x = torch.cat([x, *(xe for xe, _ in carried["earlier"])])
+        y = torch.cat([y, *(ye for _, ye in carried["earlier"])])
+    pre = carried.get("pre", model)
+    # the outputs every request holds: the pre-trained model's (``ref: pre``) or the model's at the request's start
+    reference = predict(pre if cfg.get("ref") == "pre" else model, pool)
+    if cfg.get("ref") == "flipped":  # theta_pre's outputs only where its class differs from the current model's
+        from_pre = predict(pre, pool)
+        flipped = from_pre.argmax(1) != reference.argmax(1)
+        reference = torch.where(flipped[:, None], from_pre, reference)
+        carried.setdefault("flipped", []).append(int(flipped.sum()))
+    if cfg.get("dents") and carried.get("earlier"):  # data-free stand-ins of earlier dents, held at the CURRENT model
+        dent_x = dent_inputs(model, pre, cfg["dents"], x.shape[1:], seed, carried)
+        pool = torch.cat([pool, dent_x])
+        reference = torch.cat([reference, predict(model, dent_x)])
     params = dict(model.named_parameters())
     start = {n: p.detach().clone() for n, p in params.items()}
     spread = {n: p.detach().std() if p.numel() > 1 else p.detach().abs() for n, p in params.items()}
+    pre_params = dict(pre.named_parameters())
+    drift = {n: (p.detach() - pre_params[n].detach()) for n, p in params.items()} if carried.get("earlier") else None
+    drift_sq = sum((d**2).sum() for d in drift.values()) + 1e-12 if drift is not None else None
     optimizer = carried.get("optimizer") or torch.optim.Adam(params.values(), lr=cfg.get("lr", 1e-4))
     if cfg.get("keep_optimizer"):  # Adam's moments carried from request to request
         carried["optimizer"] = optimizer
@@ -157,6 +239,12 @@ def request(
             loss = loss.detach() * 0
         idx = torch.randint(0, len(pool), (256,), generator=batches)
         loss = loss + 10 * scale * anchor_loss(model(pool[idx]), reference[idx], kind="kl")
+        if cfg.get("pull"):  # L2 pull of the weights toward the pre-trained ones, per tensor relative to its variance
+            loss = loss + cfg["pull"] * sum(
+                ((p - pre_params[n]) ** 2).mean() / pre_params[n].var().clamp_min(1e-12)
+                for n, p in params.items()
+                if pre_params[n].numel() > 1
+            )
         if cfg.get("moved_penalty") and "moved" in carried:
             loss = loss + cfg["moved_penalty"] * sum(
                 (carried["moved"][n] * (p - start[n]) ** 2).sum() for n, p in params.items()
@@ -173,6 +261,11 @@ def request(
         if cfg.get("freeze") and "frozen" in carried:
             for n, p in params.items():
                 p.grad.mul_(carried["frozen"][n])
+        if cfg.get("guard_delta") and drift is not None:  # no gradient step back along theta - theta_pre
+            dot = sum((p.grad * drift[n]).sum() for n, p in params.items())
+            if dot > 0:
+                for n, p in params.items():
+                    p.grad.sub_(dot / drift_sq * drift[n])
         optimizer.step()
         steps += 1
         if cfg.get("trace") and steps % cfg["trace"] == 0 and carried.get("earlier"):
@@ -208,6 +301,8 @@ def request(
     left = remembered(model, x, y)
     if left or cfg.get("deepen"):
         edit_last_layer(model, x, y, pool, margin=cfg.get("deepen", 0.1), lam=1e-3)
+    if cfg.get("repair"):
+        repair(model, pre, x, y, pool, seed, cfg)
     moved = {n: (p.detach() - start[n]).abs() for n, p in model.named_parameters()}
     if cfg.get("moved_penalty") or cfg.get(
         "moved_mask"
@@ -273,7 +368,11 @@ def main(cfg: dict[str, Any]) -> None:
             )
         )
         return
-    carried: dict[str, Any] = {"retain": split.x_train[order[count * k :]]}
+    carried: dict[str, Any] = {"retain": split.x_train[order[count * k :]], "pre": copy.deepcopy(base).eval()}
+    for p in carried["pre"].parameters():
+        p.requires_grad_(False)
+    if cfg.get("pre_synth"):
+        carried["pre_synth"] = synthesize(carried["pre"], cfg["pre_synth"], split.x_train.shape[1:], seed)
     rows = []
     for r, (x, y) in enumerate(requests):
         started = time.perf_counter()
@@ -286,7 +385,8 @@ def main(cfg: dict[str, Any]) -> None:
             "test": round(100 * accuracy(model, split.x_test, split.y_test), 2),
             "secs": round(time.perf_counter() - started, 1),
         })  # fmt: skip
-    trace = {"trace": carried["trace"]} if "trace" in carried else {}
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    trace = {key: carried[key] for key in ("trace", "dent_distance", "flipped") if key in carried}
     print(json.dumps({"cfg": cfg, "pretrained": round(100 * pretrained, 2), "rows": rows, **trace}), flush=True)
 
 
