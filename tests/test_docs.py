@@ -33,7 +33,7 @@ from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, Shifted
 from lightning_unlearn.cli import main, shipped_configs
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS
-from lightning_unlearn.plugins import LastLayerEdit
+from lightning_unlearn.plugins import FisherEdit, LastLayerEdit
 from lightning_unlearn.request import Request
 from tests.conftest import forget_indices
 
@@ -234,7 +234,8 @@ def _defaults(factory: Callable[..., Any]) -> dict[str, Any]:
 
 def test_the_defaults_the_pages_state() -> None:
     """The defaults README, concepts, hyper-parameters and the GPU page describe (change them together)."""
-    assert [p.name for p in InstanceUnlearning().plugins] == ["anchor_loss", "shifted_copies", "last_layer_edit"]
+    names = ["anchor_loss", "shifted_copies", "fisher_edit", "last_layer_edit"]
+    assert [p.name for p in InstanceUnlearning().plugins] == names
     assert _defaults(InstanceUnlearning)["max_steps"] == 1000 and _defaults(InstanceUnlearning)["importance"] is None
     module = _defaults(UnlearningModule)
     assert module["forget_loss"] == "margin" and module["project_gradients"] is False
@@ -245,6 +246,7 @@ def test_the_defaults_the_pages_state() -> None:
     assert (anchors["eps"], anchors["steps"], anchors["per_instance"], anchors["loss"]) == (None, 10, 21, "kl")
     assert PGDAnchors().radii(torch.zeros(1, 3, 32, 32)) == (2.0, 4.0, 8.0)
     assert _defaults(ShiftedCopies) == {"copies": 20, "max_shift": None, "fill": 0.0, "weight": 10.0, "batch_size": 256}
+    assert _defaults(FisherEdit) == {"layers": 3, "margin": 0.1, "lam": 1e-2, "iterations": 20}
     edit = _defaults(LastLayerEdit)
     assert edit == {"margin": 0.1, "lam": 1e-3, "rounds": 3, "select": False, "proxy_copies": 8}
 
