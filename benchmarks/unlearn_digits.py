@@ -159,7 +159,11 @@ def retrain_request(
     }
 
 
-BARE = {"shifted_copies": None, "edit": None}  # the baselines and the reference recipe run without our additions
+BARE = {
+    "shifted_copies": None,
+    "fisher_edit": None,
+    "edit": None,
+}  # the baselines and the reference recipe run without our additions
 
 REFERENCE_RECIPE = {
     # the reference code's recipe (ALGORITHM.md), scaled to digits: neg-CE, SGD 1e-3, train-mode BatchNorm, anchors

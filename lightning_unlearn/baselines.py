@@ -3,8 +3,9 @@
 Each is an :class:`~lightning_unlearn.plugins.UnlearningPlugin` that adds one idea (a loss term or a gradient mask);
 none knows about the others, so they compose with each other and with the method's own plugins. Pass them to
 ``InstanceUnlearning(plugins=[...])``, which supplies the stop rule, restore-on-failure and the summary. To run a
-baseline alone, turn the method's own parts off: ``InstanceUnlearning(anchors=None, shifted_copies=None, edit=None)``
-(``bare`` below); every row of the table assumes it.
+baseline alone, turn the method's own parts off:
+``InstanceUnlearning(anchors=None, shifted_copies=None, fisher_edit=None, edit=None)`` (``bare`` below); every row of
+the table assumes it.
 
 | method | how to run it | source |
 |---|---|---|
@@ -17,7 +18,7 @@ baseline alone, turn the method's own parts off: ``InstanceUnlearning(anchors=No
 
 Examples:
     >>> from lightning_unlearn import InstanceUnlearning
-    >>> bare = {"anchors": None, "shifted_copies": None, "edit": None}  # the baseline alone
+    >>> bare = {"anchors": None, "shifted_copies": None, "fisher_edit": None, "edit": None}  # the baseline alone
     >>> callback = InstanceUnlearning(**bare, plugins=[SaliencyMask(fraction=0.5)])
     >>> [p.name for p in callback.plugins]
     ['saliency_mask']

@@ -179,9 +179,10 @@ class UnlearningProgressBar(TQDMProgressBar):
         remaining = metrics.get("forget/remaining")
         k = "?" if self._k is None else str(self._k)
         unlearning = self._unlearning(trainer)
+        ended = None
         if unlearning is not None and self._request is not None and len(unlearning.history) > self._request:
-            summary = unlearning.history[self._request]  # the request has ended (possibly before any step)
-            values["unlearned"] = f"{summary.k - summary.remaining_after}/{summary.k}"
+            ended = unlearning.history[self._request]  # the request has ended (possibly before any step)
+            values["unlearned"] = f"{ended.k - ended.remaining_after}/{ended.k}"
         elif remaining is not None and self._k is not None:
             values["unlearned"] = f"{self._k - int(remaining)}/{k}"
         else:
@@ -189,6 +190,10 @@ class UnlearningProgressBar(TQDMProgressBar):
         for name, value in metrics.items():
             if name.endswith("/acc") and not name.startswith("forget/") and value.numel() == 1:
                 values[name] = f"{float(value):.3f}"
+        if ended is not None:  # its final accuracies, also when no validation ran (a request done before any step)
+            for name, number in ended.after.items():
+                if name.endswith("/acc") and not name.startswith("forget/"):
+                    values[name] = f"{number:.3f}"
         return values
 
     # ------------------------------------------------------------------------------------------------- helpers

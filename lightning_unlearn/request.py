@@ -184,8 +184,9 @@ class Request:
         if current is None:
             summary.before = self.measure(module)
             self.remaining = summary.remaining_before = int(summary.before["forget/remaining"])
-            if self.remaining > 0:
-                for plugin in self.plugins:
+            begins = [p for p in self.plugins if type(p).begin is not UnlearningPlugin.begin]
+            if self.remaining > 0 and begins:
+                for plugin in begins:
                     plugin.begin(self, module, trainer)
                 self.remaining = int(module.check_forget(self.parts, log=False)["forget/remaining"])
             summary.setup_seconds = self.elapsed

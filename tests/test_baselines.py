@@ -35,7 +35,7 @@ def _fit(digits, model, plugins, callbacks=(), k=8, **module_kwargs):
     index = forget_indices(len(digits.y_train), k, seed=1)
     x, y = digits.x_train[index], digits.y_train[index]
     module = UnlearningModule(model, num_classes=10, **module_kwargs)
-    bare = {"anchors": None, "shifted_copies": None, "edit": None}  # the baselines alone
+    bare = {"anchors": None, "shifted_copies": None, "fisher_edit": None, "edit": None}  # the baselines alone
     unlearning = InstanceUnlearning(**bare, max_steps=300, seed=0, plugins=plugins)
     trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, *callbacks], **quiet_trainer_kwargs())
     trainer.fit(module, DataLoader(ForgetSet(x, y), batch_size=k))

@@ -32,7 +32,7 @@ def test_digits_benchmark_quick_run_writes_rows_and_table(tmp_path: Path, _pretr
     assert {(r["method"], r["k"]) for r in data["rows"]} == {("neg_grad", 4), ("default", 4)}
     for row in data["rows"]:
         assert set(row) == ROW_KEYS
-        assert 0.0 <= row["test_acc"] <= 1.0 and row["steps"] >= 1
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["steps"] >= (1 if row["method"] == "neg_grad" else 0)
     default = next(row for row in data["rows"] if row["method"] == "default")
     assert default["unlearned"] is True and default["forget_acc"] == 0.0  # the package default finishes
     assert default["test_acc"] > 0.95 and default["pretrained_test_acc"] > 0.98

@@ -48,7 +48,7 @@ def _fit(
 
 
 #: the forget loss alone: no anchors, shifted copies or edit (tests of the stop rule's mechanics)
-_BARE = {"anchors": None, "importance": None, "shifted_copies": None, "edit": None}
+_BARE = {"anchors": None, "importance": None, "shifted_copies": None, "fisher_edit": None, "edit": None}
 
 
 class _StepLog(L.Callback):
@@ -90,7 +90,7 @@ def _same_state(model: nn.Module, state: dict[str, Tensor]) -> bool:
 )
 def test_argument_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
-        InstanceUnlearning(**kwargs)  # type: ignore[arg-type]
+        InstanceUnlearning(fisher_edit=None, **kwargs)  # type: ignore[arg-type]
 
 
 def test_defaults() -> None:
@@ -101,7 +101,7 @@ def test_defaults() -> None:
     assert (callback.max_steps, callback.check_every_n_steps) == (1000, 1)
     assert callback.restore_on_failure and not callback.keep_forget_data
     assert callback.summary is None and callback.history == []
-    bare = InstanceUnlearning(anchors=None, importance=None)
+    bare = InstanceUnlearning(fisher_edit=None, anchors=None, importance=None)
     assert bare.anchors is None and bare.importance is None
 
 
@@ -130,7 +130,7 @@ def test_needs_an_unlearning_module(digits: Split, digits_cnn: nn.Module) -> Non
 def test_labels_and_targets_must_fit_num_classes(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _pick(digits, 40)
     x, y = x[y < 7][:6], y[y < 7][:6]
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=2)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, importance=None, max_steps=2)
     y_big = y.clone()
     y_big[2] = 9
     with pytest.raises(
@@ -149,7 +149,9 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     test_before = accuracy(digits_cnn, digits.x_test, digits.y_test)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(), seed=0, edit=None)  # the steps alone, default budget
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=_anchors(), seed=0, edit=None
+    )  # the steps alone, default budget
     trainer, module = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None
@@ -180,7 +182,9 @@ def test_importance_penalty_is_registered_and_forgets(digits: Split, digits_cnn:
     x, y = _pick(digits, 8)
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(), importance=MASImportance(strength=1.0), max_steps=600, seed=0)
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=_anchors(), importance=MASImportance(strength=1.0), max_steps=600, seed=0
+    )
     callback.anchors.weight = 1.0  # type: ignore[union-attr]
     _fit(digits_cnn, forget, callback, log)
     assert log.terms[0] == ("anchor_loss", "importance_penalty", "shifted_copies")
@@ -197,7 +201,7 @@ def test_relabel_mode_reaches_every_target(digits: Split, digits_cnn: nn.Module)
     targets = logits.scatter(1, y[:, None], float("-inf")).argmax(-1)
     forget = ForgetSet(x, y, targets=targets)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=_anchors(), max_steps=600, seed=0)
     trainer, _ = _fit(digits_cnn, forget, callback, log, mode="relabel")
     summary = callback.summary
     assert summary is not None
@@ -230,7 +234,13 @@ def test_anchors_without_importance(digits: Split, digits_cnn: nn.Module) -> Non
     forget = ForgetSet(x, y)
     log = _StepLog(forget)
     callback = InstanceUnlearning(
-        anchors=_anchors(per_instance=2), importance=None, shifted_copies=None, edit=None, max_steps=600, seed=0
+        fisher_edit=None,
+        anchors=_anchors(per_instance=2),
+        importance=None,
+        shifted_copies=None,
+        edit=None,
+        max_steps=600,
+        seed=0,
     )
     trainer, _ = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
@@ -260,7 +270,12 @@ def test_max_steps_cap(digits: Split, digits_cnn: nn.Module, restore: bool) -> N
     x, y = _pick(digits, 16)
     original = copy.deepcopy(digits_cnn.state_dict())
     callback = InstanceUnlearning(
-        anchors=_anchors(per_instance=2, steps=5), max_steps=3, restore_on_failure=restore, seed=0, edit=None
+        fisher_edit=None,
+        anchors=_anchors(per_instance=2, steps=5),
+        max_steps=3,
+        restore_on_failure=restore,
+        seed=0,
+        edit=None,
     )
     trainer, _ = _fit(digits_cnn, ForgetSet(x, y), callback)
     summary = callback.summary
@@ -301,7 +316,7 @@ def test_exception_or_interrupt_restores_weights(
 ) -> None:
     x, y = _pick(digits, 16)
     original = copy.deepcopy(digits_cnn.state_dict())
-    callback = InstanceUnlearning(anchors=None, max_steps=100, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=100, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, _Boom(error)], **quiet_trainer_kwargs())
     sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C during its shutdown
@@ -338,7 +353,7 @@ def test_nothing_to_do_stops_immediately(digits: Split, digits_cnn: nn.Module) -
     original = copy.deepcopy(digits_cnn.state_dict())
     forget = ForgetSet(x, wrong)
     log = _StepLog(forget)
-    callback = InstanceUnlearning(anchors=_anchors(per_instance=2, steps=5), max_steps=50, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=_anchors(per_instance=2, steps=5), max_steps=50, seed=0)
     trainer, module = _fit(digits_cnn, forget, callback, log)
     summary = callback.summary
     assert summary is not None
@@ -356,7 +371,9 @@ def test_second_request_keeps_first_request_unlearned(digits: Split, digits_cnn:
     x1, y1 = _pick(digits, 8)
     x2, y2 = _pick(digits, 8, skip=8)
     with pytest.warns(UserWarning, match=r"`keep_forget_data=True` keeps the forget instances of every request"):
-        callback = InstanceUnlearning(anchors=_anchors(), max_steps=600, keep_forget_data=True, seed=0)
+        callback = InstanceUnlearning(
+            fisher_edit=None, anchors=_anchors(), max_steps=600, keep_forget_data=True, seed=0
+        )
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
     assert accuracy(digits_cnn, x1, y1) == 0.0
@@ -378,7 +395,9 @@ def test_keep_forget_data_keeps_earlier_instances_in_the_check(
     pretrained = copy.deepcopy(digits_cnn.state_dict())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        callback = InstanceUnlearning(anchors=None, importance=None, max_steps=300, keep_forget_data=keep, seed=0)
+        callback = InstanceUnlearning(
+            fisher_edit=None, anchors=None, importance=None, max_steps=300, keep_forget_data=keep, seed=0
+        )
     assert any("keep_forget_data=True" in str(w.message) for w in caught) == keep  # the opt-in warns, the default not
     module = UnlearningModule(digits_cnn, num_classes=10)
     _fit(module, ForgetSet(x1, y1), callback)
@@ -411,7 +430,7 @@ def test_stall_rule_halves_the_anchor_weight_down_to_its_floor(
     x, y = _pick(digits, 4)
     anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2, weight=1e9, backend="builtin")
     callback = InstanceUnlearning(
-        anchors=anchors, max_steps=45, stall_patience=3, seed=0, shifted_copies=None, edit=None
+        fisher_edit=None, anchors=anchors, max_steps=45, stall_patience=3, seed=0, shifted_copies=None, edit=None
     )
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     with caplog.at_level(logging.INFO):
@@ -431,7 +450,9 @@ def test_samples_count_every_input_through_the_classifier_but_not_the_evaluation
     evaluation = {"test": DataLoader(ForgetSet(digits.x_test, digits.y_test), batch_size=128)}
     counts = []
     for val in (None, evaluation):
-        callback = InstanceUnlearning(anchors=None, shifted_copies=None, edit=None, max_steps=3, seed=0)
+        callback = InstanceUnlearning(
+            fisher_edit=None, anchors=None, shifted_copies=None, edit=None, max_steps=3, seed=0
+        )
         trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1, **quiet_trainer_kwargs())
         module = UnlearningModule(copy.deepcopy(digits_cnn), num_classes=10, lr=1e-6)  # too slow to finish in 3 steps
         trainer.fit(module, forget, val_dataloaders=val)
@@ -445,7 +466,9 @@ def test_samples_include_anchor_generation_and_the_plugins_batches(digits: Split
     idx = forget_indices(len(digits.y_train), 4)
     forget = DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=4)
     anchors = PGDAnchors(per_instance=3, steps=5, batch_size=10, backend="builtin")
-    callback = InstanceUnlearning(anchors=anchors, shifted_copies=None, edit=None, max_steps=2, seed=0)
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=anchors, shifted_copies=None, edit=None, max_steps=2, seed=0
+    )
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(copy.deepcopy(digits_cnn), num_classes=10, lr=1e-6), forget)
     assert callback.summary is not None and callback.summary.steps == 2

@@ -93,7 +93,9 @@ class PoolProbe(Callback):
 
 
 def _fit(model: nn.Module, dm: ForgetRequestDataModule, out: Path, **trainer: Any) -> InstanceUnlearning:
-    unlearning = InstanceUnlearning(max_steps=3, seed=0, receipt_dir=out / "receipts", edit=None, shifted_copies=None)
+    unlearning = InstanceUnlearning(
+        fisher_edit=None, max_steps=3, seed=0, receipt_dir=out / "receipts", edit=None, shifted_copies=None
+    )
     kwargs = {**quiet_trainer_kwargs(), "default_root_dir": out, "limit_val_batches": 0, **trainer}
     fitter = L.Trainer(max_epochs=-1, callbacks=[unlearning, PoolProbe(unlearning, out)], **kwargs)
     fitter.fit(UnlearningModule(model, num_classes=10), datamodule=dm)

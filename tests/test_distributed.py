@@ -113,6 +113,7 @@ def run_request(
 def request_callback(seed: int = 0) -> InstanceUnlearning:
     """The callback of every request in this file: small anchors and importance, so that a request takes seconds."""
     return InstanceUnlearning(
+        fisher_edit=None,
         anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin"),
         importance=MASImportance(),
         max_steps=MAX_STEPS,

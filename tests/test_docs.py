@@ -144,7 +144,7 @@ def _check_request(namespace: dict[str, Any]) -> None:
     [callback] = _fitted_requests(namespace)
     summary = callback.summary
     assert summary is not None and summary.unlearned and summary.k == SNIPPET_K and summary.steps <= SNIPPET_MAX_STEPS
-    assert summary.finished_by in ("steps", "steps+edit", "edit")
+    assert summary.finished_by in ("fisher_edit", "steps", "steps+edit", "edit")
     classifier = namespace["classifier"]
     with torch.no_grad():
         assert not (classifier(namespace["x_forget"]).argmax(-1) == namespace["y_forget"]).any()
@@ -308,7 +308,7 @@ def test_digits_config_runs_with_the_readme_retained_sample(
     [summary] = json.loads((tmp_path / "summary.json").read_text())["requests"]
     assert summary["unlearned"] and summary["k"] == 2 and summary["steps"] <= 5
     [receipt] = (tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")
-    assert json.loads(receipt.read_text())["method"]["retain"] == {"weight": 10.0, "batch_size": 64}
+    assert json.loads(receipt.read_text())["method"]["retain"] == {"weight": 10.0, "batch_size": 64, "size": 70}
     assert (tmp_path / "unlearned_classifier.pt").is_file()
 
 
@@ -385,7 +385,7 @@ def test_cifar_config_loads_the_example_weights_and_runs(tmp_path: Path, monkeyp
     code = main(["fit", "--config", str(path)])
     [summary] = json.loads((tmp_path / "summary.json").read_text())["requests"]
     assert code == 0 and summary["k"] == 2 and summary["remaining_before"] == 2 and summary["unlearned"]
-    assert summary["finished_by"] in ("steps", "steps+edit", "edit") and summary["anchors"] == 4
+    assert summary["finished_by"] in ("fisher_edit", "steps", "steps+edit", "edit") and summary["anchors"] == 4
     assert (tmp_path / "unlearned_classifier.pt").is_file()
 
 

@@ -107,7 +107,7 @@ def _fit_recording(
     x, y = _forget(digits)
     before, after = _GradRecorder(), _GradRecorder()
     callback = InstanceUnlearning(
-        anchors=None, importance=importance, edit=None, max_steps=3, restore_on_failure=False, seed=0
+        fisher_edit=None, anchors=None, importance=importance, edit=None, max_steps=3, restore_on_failure=False, seed=0
     )
     trainer = L.Trainer(max_epochs=-1, callbacks=[before, callback, after], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(classifier, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=len(y)))

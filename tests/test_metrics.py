@@ -100,7 +100,9 @@ def test_mia_separates_an_overfit_models_training_data_and_moves_after_unlearnin
     print(f"\nMIA efficacy before: training members {before_forget:.3f}, held-out {before_unseen:.3f}")
     assert before_unseen - before_forget >= 0.3  # members look like members, held-out data does not
     fs = ForgetSet(*forget)
-    callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0), seed=0)
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0), seed=0
+    )
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(model, num_classes=10), DataLoader(fs, batch_size=len(fs)))
     assert callback.summary is not None and callback.summary.unlearned
@@ -126,7 +128,9 @@ def test_csv_logger_gets_every_documented_name(digits, digits_cnn, tmp_path: Pat
     targets[:3] = -1  # half relabel, half misclassify: every forget metric is defined
     forget = ForgetSet(digits.x_train[index], digits.y_train[index])
     forget.targets = targets
-    callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0), seed=0)
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0), seed=0
+    )
     kwargs = {**quiet_trainer_kwargs(), "logger": CSVLogger(tmp_path), "log_every_n_steps": 1}
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1, **kwargs)
     trainer.fit(
@@ -148,7 +152,7 @@ def test_the_last_logged_point_is_the_request_outcome_whatever_log_every_n_steps
     final values: the last row of every documented name holds the summary's ``after`` value."""
     index = forget_indices(len(digits.y_train), 8, seed=5)
     evaluation = _evaluation_sets(digits, index)
-    callback = InstanceUnlearning(anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5), seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=PGDAnchors(eps=1.0, per_instance=4, steps=5), seed=0)
     kwargs = {**quiet_trainer_kwargs(), "logger": CSVLogger(tmp_path)}
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], check_val_every_n_epoch=1000, **kwargs)
     forget = ForgetSet(digits.x_train[index], digits.y_train[index])

@@ -146,7 +146,7 @@ def test_check_output(digits: Split, digits_cnn: nn.Module) -> None:
 def test_fit_rejects_wrong_output_shape(digits: Split, digits_cnn: nn.Module) -> None:
     x, y = _forget(digits, 40)
     x, y = x[y < 7][:4], y[y < 7][:4]  # labels valid for 7 classes: the output check is what fails
-    callback = InstanceUnlearning(anchors=None, importance=None, max_steps=2)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, importance=None, max_steps=2)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     before = copy.deepcopy(digits_cnn.state_dict())
     with pytest.raises(ValueError, match=re.escape("i.e. [2, 7] here, got (2, 10);")):
@@ -232,7 +232,7 @@ def test_classifier_that_is_a_lightning_module(digits: Split, digits_cnn: nn.Mod
     lit = _LitClassifier(digits_cnn)
     before = copy.deepcopy(lit.state_dict())
     # MAS importance goes through torch.func.functional_call on the LightningModule; anchors are tested elsewhere
-    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=200, seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     trainer.fit(UnlearningModule(lit, num_classes=10), DataLoader(ForgetSet(x, y), batch_size=8))
     assert callback.summary is not None and callback.summary.unlearned
@@ -255,6 +255,7 @@ def _fit_batchnorm(digits: Split, classifier: nn.Module, batchnorm: str) -> _Bat
     x, y = _forget(digits, 8)
     recorder = _BatchNormModes()
     callback = InstanceUnlearning(
+        fisher_edit=None,
         anchors=PGDAnchors(per_instance=2, steps=3, backend="builtin"),
         importance=None,
         max_steps=4,

@@ -63,7 +63,9 @@ class _Terms(L.Callback):
 def test_a_user_plugin_runs_inside_the_request(digits, digits_cnn) -> None:
     index = forget_indices(len(digits.y_train), 4, seed=2)
     plugin, spy = HoldHead(weight=0.1), _Terms()
-    callback = InstanceUnlearning(anchors=None, shifted_copies=None, edit=None, max_steps=200, seed=0, plugins=[plugin])
+    callback = InstanceUnlearning(
+        anchors=None, shifted_copies=None, fisher_edit=None, edit=None, max_steps=200, seed=0, plugins=[plugin]
+    )
     assert callback.plugins == [plugin] and plugin.adds_loss()
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, spy], **quiet_trainer_kwargs())
     module = UnlearningModule(digits_cnn, num_classes=10)

@@ -34,7 +34,7 @@ def test_one_bar_per_request_with_unlearned_count_budget_and_accuracies(
 ) -> None:
     monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)  # a terminal: the bar redraws its line
     index = forget_indices(len(digits.y_train), 8)
-    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=200, seed=0)
     module = UnlearningModule(digits_cnn, num_classes=10)
     test = {"test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=512)}
     requests = [index[:4], index[4:]]
@@ -59,14 +59,14 @@ def test_one_bar_per_request_with_unlearned_count_budget_and_accuracies(
 
 
 def test_budget_is_capped_by_the_trainer(digits, digits_cnn) -> None:
-    callback = InstanceUnlearning(anchors=None, max_steps=1000, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=1000, seed=0)
     bar = UnlearningProgressBar()
     trainer = _trainer(callback, bar, max_steps=3)
     forget = ForgetSet(digits.x_train[:2], digits.y_train[:2])
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=1))
     assert bar.train_progress_bar.total == 3
     bar2 = UnlearningProgressBar()
-    callbacks = [InstanceUnlearning(anchors=None, seed=0), bar2]
+    callbacks = [InstanceUnlearning(fisher_edit=None, anchors=None, seed=0), bar2]
     trainer = L.Trainer(max_epochs=2, callbacks=callbacks, logger=False, enable_checkpointing=False)
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=1))
     assert bar2.train_progress_bar.total == 4  # two epochs of two batches
@@ -77,7 +77,7 @@ def test_not_a_terminal_prints_a_line_every_tenth_of_the_budget_and_the_final_li
 ) -> None:
     """Standard output captured (a log file, CI): no carriage-return redraws, at most ``log_lines`` lines and the
     final one. The request cannot finish early (a vanishing learning rate, no last-layer edit): it fails at 100."""
-    callback = InstanceUnlearning(anchors=None, shifted_copies=None, edit=None, max_steps=100, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, shifted_copies=None, edit=None, max_steps=100, seed=0)
     test = {"test": DataLoader(TensorDataset(digits.x_test, digits.y_test), batch_size=512)}
     forget = ForgetSet(digits.x_train[:2], digits.y_train[:2])
     trainer = _trainer(callback, UnlearningProgressBar(log_lines=10))
@@ -94,7 +94,7 @@ def test_not_a_terminal_prints_a_line_every_tenth_of_the_budget_and_the_final_li
 
 
 def test_not_a_terminal_with_log_lines_0_prints_the_final_line_only(digits, digits_cnn, capsys) -> None:
-    callback = InstanceUnlearning(anchors=None, max_steps=200, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=200, seed=0)
     forget = ForgetSet(digits.x_train[:2], digits.y_train[:2])
     trainer = _trainer(callback, UnlearningProgressBar(log_lines=0))
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget, batch_size=2))
@@ -113,7 +113,7 @@ def test_log_lines_must_not_be_negative() -> None:
 def test_a_bar_that_wrote_lines_still_pickles(digits, digits_cnn, capsys) -> None:
     """After a request with lines (not a terminal), the same bar can be pickled into ``ddp_spawn`` workers."""
     bar = UnlearningProgressBar()
-    trainer = _trainer(InstanceUnlearning(anchors=None, max_steps=20, seed=0), bar)
+    trainer = _trainer(InstanceUnlearning(fisher_edit=None, anchors=None, max_steps=20, seed=0), bar)
     forget = ForgetSet(digits.x_train[:1], digits.y_train[:1])
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), DataLoader(forget))
     assert capsys.readouterr().out.startswith("request 0: ")

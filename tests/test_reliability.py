@@ -62,7 +62,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 def _fit(digits, classifier, index, callbacks=(), **kwargs) -> InstanceUnlearning:
     L.seed_everything(0, verbose=False)
-    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=4, steps=5), seed=0, **kwargs)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=PGDAnchors(per_instance=4, steps=5), seed=0, **kwargs)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, *callbacks], **quiet_trainer_kwargs())
     forget = ForgetSet(digits.x_train[index], digits.y_train[index])
     trainer.fit(UnlearningModule(classifier, num_classes=10), DataLoader(forget, batch_size=len(index)))
@@ -144,7 +144,9 @@ def _leaks(folder: Path, secrets: list[torch.Tensor], atol: float = 1e-6) -> lis
 
 def test_checkpoints_logs_and_receipts_hold_no_forget_inputs_or_anchors(digits, digits_cnn, tmp_path: Path) -> None:
     index = forget_indices(len(digits.y_train), 6, seed=7)
-    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=3, steps=5), seed=0, receipt_dir=tmp_path / "r")
+    callback = InstanceUnlearning(
+        fisher_edit=None, anchors=PGDAnchors(per_instance=3, steps=5), seed=0, receipt_dir=tmp_path / "r"
+    )
     capture = _CaptureAnchors(callback)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=0)
     kwargs = {**quiet_trainer_kwargs(), "enable_checkpointing": True, "logger": L.pytorch.loggers.CSVLogger(tmp_path)}
@@ -240,7 +242,7 @@ def test_max_drop_guard_restores_the_original_weights(digits, digits_cnn) -> Non
     index = forget_indices(len(digits.y_train), 8, seed=4)
     before = model_hash(digits_cnn)
     L.seed_everything(0, verbose=False)
-    callback = InstanceUnlearning(anchors=None, importance=None, max_drop=0.0, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, importance=None, max_drop=0.0, seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     module = UnlearningModule(digits_cnn, num_classes=10, lr=1e-3)
     forget = ForgetSet(digits.x_train[index], digits.y_train[index])
@@ -262,7 +264,7 @@ def test_max_drop_guard_restores_the_original_weights(digits, digits_cnn) -> Non
 )
 def test_errors_inside_fit_leave_weights_bit_identical(digits, digits_cnn, labels, num_outputs, message) -> None:
     before = model_hash(digits_cnn)
-    callback = InstanceUnlearning(anchors=PGDAnchors(per_instance=2, steps=2), seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=PGDAnchors(per_instance=2, steps=2), seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     module = UnlearningModule(digits_cnn, num_classes=num_outputs)
     forget = ForgetSet(digits.x_train[:4], labels)
@@ -273,7 +275,7 @@ def test_errors_inside_fit_leave_weights_bit_identical(digits, digits_cnn, label
 
 def test_inputs_outside_the_anchor_range_are_refused_before_any_change(digits, digits_cnn) -> None:
     before = model_hash(digits_cnn)
-    callback = InstanceUnlearning(anchors=PGDAnchors(input_range=(0.0, 0.5)), seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=PGDAnchors(input_range=(0.0, 0.5)), seed=0)
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
     forget = ForgetSet(digits.x_train[:4], digits.y_train[:4])
     with pytest.raises(ValueError, match=r"forget inputs span \[0, 1\], outside `input_range`=\(0.0, 0.5\)"):
@@ -346,7 +348,7 @@ def _resumable_fit(digits, classifier, tmp_path: Path, ckpt_path: str | None = N
     L.seed_everything(0, verbose=False)
     index = forget_indices(len(digits.y_train), 12, seed=3)
     anchors = PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0, backend="builtin")
-    callback = InstanceUnlearning(anchors=anchors, importance=MASImportance(), max_drop=0.5, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, anchors=anchors, importance=MASImportance(), max_drop=0.5, seed=0)
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=2, save_top_k=-1, save_last=False
     )

@@ -68,7 +68,7 @@ class UnlearningPlugin:
         >>> from lightning_unlearn import InstanceUnlearning
         >>> callback = InstanceUnlearning(plugins=[HoldBias(weight=0.1)])
         >>> [type(p).__name__ for p in callback.plugins]
-        ['PGDAnchors', 'ShiftedCopies', 'LastLayerEdit', 'HoldBias']
+        ['PGDAnchors', 'ShiftedCopies', 'FisherEdit', 'LastLayerEdit', 'HoldBias']
         >>> HoldBias(weight=0.1).hparams()
         {'weight': 0.1}
     """

@@ -44,7 +44,7 @@ def main() -> None:
     index = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(3))[:12]
     forget = ForgetSet(split.x_train[index], split.y_train[index])
     anchors = PGDAnchors(eps=1.0, per_instance=4, steps=5, weight=1.0)
-    callback = InstanceUnlearning(anchors=anchors, importance=MASImportance(), max_steps=400, seed=0)
+    callback = InstanceUnlearning(anchors=anchors, importance=MASImportance(), max_steps=400, seed=0, fisher_edit=None)
     checkpoint = ModelCheckpoint(dirpath=args.out / "ckpt", every_n_train_steps=10, save_last=True, save_top_k=0)
     trainer = L.Trainer(
         max_epochs=-1,

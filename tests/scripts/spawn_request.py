@@ -3,7 +3,8 @@ worker's output of any size comes back to the main process (issue 23: outputs ov
 
     python tests/scripts/spawn_request.py OUT_DIR [--strategy ddp_spawn|ddp_fork|ddp_notebook] [--k 2] [--steps 1000]
 
-The request is ``InstanceUnlearning(max_steps=steps)`` (defaults otherwise) on a small digits MLP (or the cached
+The request is ``InstanceUnlearning(fisher_edit=None, max_steps=steps)`` (defaults otherwise: the Fisher edit would
+finish it before any step) on a small digits MLP (or the cached
 digits CNN), whose optimizer gets a learning rate too small to move a weight: no instance is unlearned by the steps,
 so the request runs its whole budget (the last-layer edit finishes it). Writes OUT_DIR/result.json with what the
 main process's callback holds.
@@ -57,7 +58,7 @@ def main() -> None:
     order = torch.randperm(len(split.y_train), generator=torch.Generator().manual_seed(0))
     index = order[remembered[order]][: args.k]
     forget = ForgetSet(split.x_train[index], split.y_train[index])
-    callback = InstanceUnlearning(max_steps=args.steps, seed=0)
+    callback = InstanceUnlearning(fisher_edit=None, max_steps=args.steps, seed=0)
     callback.trace += [{"request": -1.0, "step": float(step), "forget/remaining": 0.0} for step in range(args.plant)]
     trainer = L.Trainer(
         max_epochs=-1,
