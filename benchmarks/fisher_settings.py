@@ -1,0 +1,76 @@
+"""The Fisher edit's settings across classifiers: one package request per classifier and seed with
+``InstanceUnlearning(fisher_edit=FisherEdit(**SETTINGS))`` (``null``: the issue-14 steps), test drop in points.
+
+Prints one JSON line per classifier (drops of seeds 0-2 and their mean). No retraining: for costs use
+``benchmarks/classifiers.py``. docs/benchmarks.md, "Choosing the Fisher edit's settings", lists the runs, e.g.
+
+    python benchmarks/fisher_settings.py '{"layers": 3}' lenet_no_bn,digits_cnn_no_bn,digits_mlp 32
+    python benchmarks/fisher_settings.py 'null' breast_cancer_mlp
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import statistics
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+from classifiers import CLASSIFIERS  # the benchmark's classifiers and data
+
+from lightning_unlearn import FisherEdit, ForgetSet, InstanceUnlearning, UnlearningModule
+from lightning_unlearn.functional.evaluation import accuracy
+
+torch.set_num_threads(1)
+
+
+def main(settings: dict | None, models: list[str], k: int) -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for model_name in models:
+        task = CLASSIFIERS[model_name][1]()
+        drops, summary = [], None
+        for seed in (0, 1, 2):
+            model = copy.deepcopy(task.classifier).eval()
+            idx = torch.randperm(len(task.split.y_train), generator=torch.Generator().manual_seed(seed))[:k]
+            before = accuracy(model, task.split.x_test, task.split.y_test)
+            fisher = FisherEdit(**settings) if settings is not None else None
+            callback = InstanceUnlearning(seed=seed, fisher_edit=fisher)
+            trainer = L.Trainer(
+                max_epochs=-1,
+                callbacks=[callback],
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                accelerator="cpu",
+                devices=1,
+            )
+            forget = ForgetSet(task.split.x_train[idx], task.split.y_train[idx])
+            trainer.fit(UnlearningModule(model, num_classes=task.split.num_classes), DataLoader(forget, batch_size=32))
+            drops.append(100 * (before - accuracy(model, task.split.x_test, task.split.y_test)))
+            summary = callback.summary
+        assert summary is not None
+        row = {
+            "settings": settings,
+            "model": model_name,
+            "k": k,
+            "drops": [round(d, 1) for d in drops],
+            "mean": round(statistics.mean(drops), 2),
+            "finished_by": summary.finished_by,
+            "left": summary.remaining_after,
+            "samples": summary.samples,
+        }
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3]) if len(sys.argv) > 3 else 32)
