@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import hashlib
 import json
 import os
 import pickle
@@ -545,3 +546,37 @@ def test_an_undelivered_file_is_deleted_with_its_receiver(tmp_path: Path, monkey
     del receiver
     gc.collect()
     assert not list(tmp_path.iterdir())
+
+
+class WeightHash(Callback):
+    """Writes, per rank, a hash of the classifier's weights and the summary once the request has ended."""
+
+    def __init__(self, unlearning: InstanceUnlearning, out: Path) -> None:
+        self.unlearning, self.out = unlearning, out
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert isinstance(pl_module, UnlearningModule) and self.unlearning.summary is not None
+        digest = hashlib.sha256(b"".join(v.cpu().numpy().tobytes() for v in pl_module.classifier.state_dict().values()))
+        record = {"hash": digest.hexdigest(), "summary": self.unlearning.summary.to_dict()}
+        (self.out / f"weights_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_the_fisher_edit_gives_every_process_the_same_weights(
+    tmp_path: Path, _pretrained_digits: nn.Module, digits: Split
+) -> None:
+    """The default request under two processes: the Fisher edit runs on the gathered forget set and protected inputs
+    with a broadcast seed, so both ranks end with identical weights, having taken no step."""
+    model = copy.deepcopy(_pretrained_digits).eval()
+    forget = digits_forget_set(digits, 16)
+    unlearning = InstanceUnlearning(seed=0)
+    kwargs = quiet_trainer_kwargs()
+    kwargs.update(devices=2, strategy="ddp_fork")
+    trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, WeightHash(unlearning, tmp_path)], **kwargs)
+    trainer.fit(UnlearningModule(model, num_classes=10), DataLoader(forget, batch_size=len(forget)))
+    records = [json.loads((tmp_path / f"weights_rank{r}.json").read_text()) for r in range(2)]
+    assert records[0]["hash"] == records[1]["hash"]
+    for record in records:
+        summary = record["summary"]
+        assert summary["finished_by"] == "fisher_edit" and summary["steps"] == 0 and summary["unlearned"]
+        assert summary["k"] == 16 and summary["remaining_after"] == 0
+    assert accuracy(model, forget.inputs, forget.labels) == 0.0  # rank 0's weights, back in this process
