@@ -63,7 +63,10 @@ def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
     ax.set_ylabel("accuracy / agreement")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center right", fontsize=8)
+    else:  # a request finished before any step (the Fisher edit) logs no per-step point
+        ax.text(0.5, 0.5, "no optimizer step: finished before the first step", ha="center", transform=ax.transAxes)
     ax.set_title("Unlearning request")
     fig.tight_layout()
     file = Path(path)
