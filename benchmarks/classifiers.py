@@ -108,10 +108,10 @@ CLASSIFIERS: dict[str, tuple[str, Callable[[], Task]]] = {
 
 def user_request(
     classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int, retain: torch.Tensor | None,
-    max_steps: int | None,
+    max_steps: int | None, callback_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One request as a user writes it; returns what its summary says, or ``error`` if it raised."""
-    kwargs: dict[str, Any] = {"seed": seed}
+    """One request as a user writes it (plus ``callback_kwargs``); returns what its summary says, or ``error``."""
+    kwargs: dict[str, Any] = {"seed": seed, **(callback_kwargs or {})}
     if retain is not None:
         kwargs["retain"] = retain
     if max_steps is not None:  # smoke runs only; the benchmark uses the package's budget

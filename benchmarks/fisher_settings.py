@@ -18,14 +18,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from classifiers import CLASSIFIERS  # the benchmark's classifiers and data
+from classifiers import CLASSIFIERS, user_request  # the benchmark's classifiers, data and request
 
-from lightning_unlearn import FisherEdit, ForgetSet, InstanceUnlearning, UnlearningModule
+from lightning_unlearn import FisherEdit
 from lightning_unlearn.functional.evaluation import accuracy
 
 torch.set_num_threads(1)
@@ -37,37 +35,25 @@ def main(settings: dict | None, models: list[str], k: int) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for model_name in models:
         task = CLASSIFIERS[model_name][1]()
-        drops, summary = [], None
+        drops: list[float] = []
+        summary: dict = {}
         for seed in (0, 1, 2):
             model = copy.deepcopy(task.classifier).eval()
             idx = torch.randperm(len(task.split.y_train), generator=torch.Generator().manual_seed(seed))[:k]
             before = accuracy(model, task.split.x_test, task.split.y_test)
             fisher = FisherEdit(**settings) if settings is not None else None
-            callback = InstanceUnlearning(seed=seed, fisher_edit=fisher)
-            trainer = L.Trainer(
-                max_epochs=-1,
-                callbacks=[callback],
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                accelerator="cpu",
-                devices=1,
-            )
-            forget = ForgetSet(task.split.x_train[idx], task.split.y_train[idx])
-            trainer.fit(UnlearningModule(model, num_classes=task.split.num_classes), DataLoader(forget, batch_size=32))
+            x, y, classes = task.split.x_train[idx], task.split.y_train[idx], task.split.num_classes
+            summary = user_request(model, x, y, classes, seed, None, None, {"fisher_edit": fisher})
             drops.append(100 * (before - accuracy(model, task.split.x_test, task.split.y_test)))
-            summary = callback.summary
-        assert summary is not None
         row = {
             "settings": settings,
             "model": model_name,
             "k": k,
             "drops": [round(d, 1) for d in drops],
             "mean": round(statistics.mean(drops), 2),
-            "finished_by": summary.finished_by,
-            "left": summary.remaining_after,
-            "samples": summary.samples,
+            "finished_by": summary["finished_by"],
+            "unlearned": summary["summary_unlearned"],
+            "samples": summary["samples"],
         }
         print(json.dumps(row), flush=True)
 
