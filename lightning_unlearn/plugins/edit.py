@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_unlearn.distributed import gather_rows
+from lightning_unlearn.distributed import gather_request
 from lightning_unlearn.functional.edit import edit_last_layer, last_linear
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.metrics import is_unlearned
@@ -100,13 +100,12 @@ class LastLayerEdit(UnlearningPlugin):
         if not self._ready:
             return
         classifier = module.classifier
-        x, y, t = _gather_parts(trainer, request)
+        x, y, t, protected = gather_request(trainer, request)
         remaining = int((~is_unlearned(predict(classifier, x), y, t)).sum())
         if remaining == 0 and not (self.select and request.steps > 0 and self._proxy is not None):
             before = request.summary.finished_by  # a request finished before any step keeps what finished it
             request.summary.finished_by = before if request.steps == 0 and before is not None else "steps"
             return
-        protected = gather_rows(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
         stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
         head = last_linear(classifier)
         assert head is not None
@@ -164,10 +163,3 @@ class LastLayerEdit(UnlearningPlugin):
     @override
     def teardown(self, module: UnlearningModule) -> None:
         self._proxy = None
-
-
-def _gather_parts(trainer: L.Trainer, request: Request) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Every forget part of the request (this one and any kept), from every process: inputs, labels, targets."""
-    xs, ys, ts = zip(*((x, y, t if t is not None else torch.full_like(y, -1)) for x, y, t in request.parts))
-    x, y, t = (gather_rows(trainer, torch.cat(parts)) for parts in (xs, ys, ts))
-    return x, y, (t if bool((t >= 0).any()) else None)

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_unlearn.distributed import gather_rows
+from lightning_unlearn.distributed import gather_request
 from lightning_unlearn.functional.fisher import editable_layers, fisher_edit
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
@@ -72,18 +72,16 @@ class FisherEdit(UnlearningPlugin):
                 "FisherEdit needs nn.Linear or nn.Conv1d/nn.Conv2d layers; the classifier has none: it is off."
             )
             return
-        xs, ys, ts = zip(*((x, y, t if t is not None else torch.full_like(y, -1)) for x, y, t in request.parts))
-        x, y, t = (gather_rows(trainer, torch.cat(parts)) for parts in (xs, ys, ts))
+        x, y, t, protected = gather_request(trainer, request)
         if len(y) == 0:
             return
-        protected = gather_rows(trainer, torch.cat(request.protected) if request.protected else x[:0]).to(x.device)
         seed = int(trainer.strategy.broadcast(request.seed))  # the same draws on every process
         left = fisher_edit(
             module.classifier,
             x,
             y,
             protected,
-            t if bool((t >= 0).any()) else None,
+            t,
             layers=self.layers,
             margin=self.margin,
             lam=self.lam,
