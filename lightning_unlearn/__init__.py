@@ -1,13 +1,12 @@
 """lightning-unlearn: instance-wise unlearning for pre-trained classifiers, inside PyTorch Lightning."""
 
+from lightning_unlearn._version import __version__
 from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.callback import InstanceUnlearning, RequestSummary
 from lightning_unlearn.data import ForgetSet
 from lightning_unlearn.importance import MASImportance
 from lightning_unlearn.module import UnlearningModule
 from lightning_unlearn.plugins import FisherEdit, LastLayerEdit, RetainDistillation, ShiftedCopies
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AnchorPool",

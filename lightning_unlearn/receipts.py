@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_unlearn._version import __version__
 from lightning_unlearn.io import atomic_write_text, json_safe
 
 RECEIPT_VERSION = 1
@@ -119,8 +120,6 @@ def make_receipt(
     """
     import lightning
 
-    import lightning_unlearn
-
     return DeletionReceipt(
         request_id=uuid.uuid4().hex,
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -138,7 +137,7 @@ def make_receipt(
         seconds=float(summary.get("seconds", 0.0)),
         retained_sample=int((method.get("retain") or {}).get("size") or 0),
         versions={
-            "lightning_unlearn": lightning_unlearn.__version__,
+            "lightning_unlearn": __version__,
             "torch": torch.__version__,
             "lightning": lightning.__version__,
             "python": platform.python_version(),
