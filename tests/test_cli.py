@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -143,6 +144,25 @@ def test_fit_help_is_short_and_the_classifier_option_names_examples(capsys) -> N
     assert ":class:" not in out[out.index("--model CONFIG") - 200 : out.index("--model CONFIG")]
 
 
+def _option_help(option: str, columns: int, monkeypatch: pytest.MonkeyPatch, capsys) -> list[str]:
+    """The help lines of ``option`` in ``fit --help`` at ``columns`` columns (after the line that names it)."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    block = out[out.index(f"\n  --{option} ") + 1 :].split("\n  --")[0]
+    return [line.strip() for line in block.splitlines()[1:]]
+
+
+@pytest.mark.parametrize("option", ["model.classifier", "trainer.strategy"])
+def test_fit_help_in_a_narrow_terminal_wraps_the_same_short_list(option: str, capsys, monkeypatch) -> None:
+    """At 60 columns argparse cuts class paths longer than a line (34 columns of help); the short list is the one
+    printed at 200 columns, wrapped as argparse wraps help text (whole paths where they fit, cut only at line ends)."""
+    wide = " ".join(_option_help(option, 200, monkeypatch, capsys))
+    assert re.search(r", any class path, e\.g\. [^ ]+, [^ ]+, [^ ]+, [^ ]+ \(\d+ more known\)\)$", wide), wide
+    assert _option_help(option, 60, monkeypatch, capsys) == textwrap.wrap(wide, 60 - 2 - 24)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -198,7 +218,7 @@ def test_demo_with_the_progress_bar_and_retraining_prints_at_most_40_lines(_pret
 
 
 def test_demo_with_a_retained_sample_unlearns_and_plots(_pretrained_digits, tmp_path: Path) -> None:
-    from lightning_unlearn.cli import demo
+    from lightning_unlearn.demo import demo
 
     result = demo(k=2, seed=1, progress=False, out_dir=tmp_path, retain_fraction=0.05)
     assert result["after"]["forget/acc"] == 0.0 and result["after"]["test/acc"] >= result["before"]["test/acc"] - 0.02
