@@ -144,7 +144,15 @@ TABLE_ROWS = (
 
 def before_after_table(summary: RequestSummary, extra: dict[str, dict[str, float]] | None = None) -> list[str]:
     """The before/after table of a request (Markdown), the lines of ``demo`` and of a successful ``fit``; ``extra``
-    adds a column per entry (e.g. ``{"retrain": {"forget/acc": ...}}``).
+    adds a column per entry (e.g. ``{"retrain": {"forget/acc": ...}}``); a value not measured is ``n/a``.
+
+    Examples:
+        >>> summary = RequestSummary(request=0, k=1, before={"forget/acc": 1.0}, after={"forget/acc": 0.0})
+        >>> for line in before_after_table(summary, {"retrain": {"forget/acc": 0.5}})[:3]:
+        ...     print(line)
+        | metric       |  before |   after | retrain |
+        |--------------|---------|---------|---------|
+        | forget acc   |  100.0% |    0.0% |   50.0% |
     """
     extra = extra or {}
     header = f"| {'metric':<12} | {'before':>7} | {'after':>7} |" + "".join(f" {name:>7} |" for name in extra)
