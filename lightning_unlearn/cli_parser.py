@@ -102,9 +102,11 @@ class ShortClassListHelpFormatter(DefaultHelpFormatter):
     examples: ClassVar[Mapping[str, Sequence[str]]] = CLASS_EXAMPLES
     shown: ClassVar[int] = 4
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None, **kwargs: Any
+    ) -> None:
         self.width = shutil.get_terminal_size().columns - 2 if width is None else width  # as argparse does
-        super().__init__(prog, indent_increment, max_help_position, self.width)
+        super().__init__(prog, indent_increment, max_help_position, self.width, **kwargs)  # kwargs: newer Pythons'
 
     def format_help(self) -> str:
         """The help text, class lists shortened."""
