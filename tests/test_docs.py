@@ -34,7 +34,7 @@ from lightning_unlearn.cli import main, shipped_configs
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS
 from lightning_unlearn.plugins import FisherEdit, LastLayerEdit
-from lightning_unlearn.request import Request
+from lightning_unlearn.request import Request, RequestContext
 from tests.conftest import forget_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -308,7 +308,8 @@ def test_digits_config_runs_with_the_readme_retained_sample(
     [summary] = json.loads((tmp_path / "summary.json").read_text())["requests"]
     assert summary["unlearned"] and summary["k"] == 2 and summary["steps"] <= 5
     [receipt] = (tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")
-    assert json.loads(receipt.read_text())["method"]["retain"] == {"weight": 10.0, "batch_size": 64, "size": 70}
+    retain = json.loads(receipt.read_text())["method"]["plugins"]["retain_distill"]
+    assert retain == {"weight": 10.0, "batch_size": 64, "size": 70}
     assert (tmp_path / "unlearned_classifier.pt").is_file()
 
 
@@ -417,12 +418,12 @@ def test_readme_quotes_the_warnings_and_the_strategy_refusal(digits: Split) -> N
     x = digits.x_train[:4].unsqueeze(1)  # volumes [4, 1, 1, 8, 8]: no copies for them
     request = Request(0, 4, (x, digits.y_train[:4], None), {}, seed=0)
     with pytest.warns(UserWarning) as record:
-        assert len(ShiftedCopies().make_inputs(request, None, None)) == 0  # type: ignore[arg-type]
+        assert len(ShiftedCopies().make_inputs(RequestContext(request, None, None))) == 0  # type: ignore[arg-type]
     _in_readme(str(record[0].message))
     request = Request(0, 4, (digits.x_train[:4], digits.y_train[:4], None), {}, seed=0)
     module = UnlearningModule(nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten()), num_classes=10)  # no nn.Linear
     with pytest.warns(UserWarning) as record:
-        LastLayerEdit().setup(request, module, None)  # type: ignore[arg-type]
+        LastLayerEdit().setup(RequestContext(request, module, None))  # type: ignore[arg-type]
     _in_readme(str(record[0].message))
 
     trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))  # refused before anything else is read
