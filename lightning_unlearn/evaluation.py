@@ -225,8 +225,8 @@ class EvaluationHooks(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._request is not None and not trainer.sanity_checking:
-            self._request.evaluator.update(dataloader_idx, outputs, batch[1])
+        if self._request is not None and not trainer.sanity_checking and isinstance(outputs, Tensor):
+            self._request.evaluator.update(dataloader_idx, outputs, batch[1].to(outputs.device))
 
     @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -46,10 +46,10 @@ class RequestContext:
 class Request:
     """The state of one request: forget tensors, original weights, seed, plugins, reference metrics and counters.
 
-    Created by :class:`~lightning_unlearn.InstanceUnlearning` at the start of a ``fit``; plugins receive it in
-    :meth:`~lightning_unlearn.plugins.UnlearningPlugin.setup`. :meth:`state_dict` holds everything but the forget data
-    (never written to checkpoints: a resumed request collects it again from the dataloader), the plugins' states
-    included; :meth:`from_state` restores it all.
+    Created by :class:`~lightning_unlearn.InstanceUnlearning` at the start of a ``fit``; :meth:`start` gives it ``ctx``
+    (the :class:`RequestContext` every plugin hook receives) and ``evaluator`` (its
+    :class:`~lightning_unlearn.evaluation.RequestEvaluator`). :meth:`state_dict` holds all but the forget data (never
+    checkpointed: a resumed request collects it again), the plugins' states included; :meth:`from_state` restores it.
 
     Args:
         index: the request's number (0 for the first).

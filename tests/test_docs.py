@@ -159,8 +159,8 @@ def _check_plugin(namespace: dict[str, Any]) -> None:
     terms: list[float] = []
     loss_term = plugin.loss_term
 
-    def counted(module: UnlearningModule) -> Tensor:
-        term = loss_term(module)
+    def counted(ctx: RequestContext) -> Tensor:
+        term = loss_term(ctx)
         terms.append(float(term.detach()))
         return term
 
@@ -171,6 +171,8 @@ def _check_plugin(namespace: dict[str, Any]) -> None:
     trainer.fit(module, loader)
     assert callback.summary is not None and callback.summary.unlearned
     assert len(terms) == callback.summary.steps >= 1 and terms[0] == 0.0  # added at every step, from θ₀ on
+    assert callback.summary.plugins["hold_head"]["moved"] > 0.0  # its outcome, in its part of the summary
+    assert "train/hold_head" in trainer.callback_metrics
     assert plugin._reference is None  # torn down at the end of the request
 
 
