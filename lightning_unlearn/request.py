@@ -122,7 +122,7 @@ class Request:
     def start(self, module: UnlearningModule, trainer: L.Trainer) -> None:
         """Set up every plugin with the classifier at its original weights, register their loss terms, and measure the
         reference metrics there (a resumed request keeps its checkpointed ones and goes back to its current weights);
-        hands ``module`` the reference accuracy of ``{name}/drop``. Every process calls it together.
+        the evaluator keeps them as the reference of ``{name}/drop``. Every process calls it together.
         """
         self.ctx = ctx = RequestContext(self, module, trainer)
         self.evaluator = evaluator = RequestEvaluator(module, trainer)
