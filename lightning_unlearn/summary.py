@@ -93,6 +93,16 @@ class RequestSummary:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RequestSummary:
-        """The summary of :meth:`to_dict`'s values (keys that are not fields are read from :attr:`plugins`)."""
+        """The summary of :meth:`to_dict`'s values (keys that are not fields are read from :attr:`plugins`; a summary
+        written before plugins had their own parts keeps its ``anchors``, ``anchor_success_rate`` and ``finished_by``).
+
+        Examples:
+            >>> RequestSummary.from_dict({"request": 0, "k": 4, "anchors": 84, "finished_by": "steps"}).finished_by
+            'steps'
+        """
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        summary = cls(**{k: v for k, v in values.items() if k in names})
+        legacy = {k: values[k] for k in ("anchors", "anchor_success_rate", "finished_by") if values.get(k) is not None}
+        if "plugins" not in values and legacy:  # the flat form of earlier versions
+            summary.record("summary", **legacy)
+        return summary
