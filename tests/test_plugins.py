@@ -140,3 +140,26 @@ def test_without_the_fisher_edit_the_request_takes_steps(digits, digits_cnn) -> 
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), forget)
     assert [p.name for p in callback.plugins] == ["anchor_loss", "shifted_copies", "last_layer_edit"]
     assert callback.summary is not None and callback.summary.steps > 0 and callback.summary.unlearned
+
+
+def test_one_factory_orders_every_plugin_and_declares_what_each_does() -> None:
+    from lightning_unlearn import MASImportance
+    from lightning_unlearn.baselines import L1Sparse
+
+    with pytest.warns(UserWarning, match="keep_forget_data=True"):
+        callback = InstanceUnlearning(
+            importance=MASImportance(use="mask"),
+            retain=torch.rand(5, 1, 8, 8),
+            keep_forget_data=True,
+            plugins=[L1Sparse()],
+        )
+    names = [p.name for p in callback.plugins]
+    assert names == [
+        "anchor_loss", "importance_penalty", "shifted_copies", "retain_distill", "fisher_edit", "last_layer_edit",
+        "replay", "l1",
+    ]  # fmt: skip
+    assert callback.plugins[:6] == [p for p in callback.parts if p is not None]
+    assert callback.anchors is callback.plugins[0] and callback.retain is callback.plugins[3]
+    adds = [p.name for p in callback.plugins if p.adds_loss]
+    assert adds == ["anchor_loss", "shifted_copies", "retain_distill", "replay", "l1"]  # a mask adds no term
+    assert [p.name for p in callback.plugins if p.edits_at_begin] == ["fisher_edit"]
