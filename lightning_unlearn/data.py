@@ -10,6 +10,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from lightning_unlearn.functional.pgd import eval_mode
+
 if TYPE_CHECKING:
     from lightning_unlearn.module import UnlearningModule
 
@@ -181,6 +183,23 @@ def split_forget_batch(batch: Any, mode: str | None = None) -> tuple[Tensor, Ten
     if t is not None and bool((t == NO_TARGET).all()):
         t = None
     return x, y, t
+
+
+def check_logits(classifier: torch.nn.Module, x: Tensor, num_classes: int) -> None:
+    """Raise unless ``classifier`` (in eval mode, each submodule's mode restored) maps ``x`` to ``[B, num_classes]``.
+
+    Raises:
+        ValueError: naming the shape found and the one expected.
+    """
+    with torch.no_grad(), eval_mode(classifier):
+        out = classifier(x[:2])
+    expected = (min(2, x.shape[0]), num_classes)
+    if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+        found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
+            " `num_classes` or the classifier's output."
+        )
 
 
 def collect_forget(module: UnlearningModule, loader: Iterable[Any] | None) -> tuple[Tensor, Tensor, Tensor | None]:

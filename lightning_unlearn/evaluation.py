@@ -112,6 +112,7 @@ class RequestEvaluator:
             compute_groups=False,
         ).to(module.device)
         self._accuracy: dict[str, MulticlassAccuracy] = {}
+        self.last_validation: dict[str, float] = {}  #: the values of the last validation
 
     def check_forget(self, parts: list[ForgetPart], log: bool = False) -> dict[str, float]:
         """The forget metrics on whole forget sets (eval mode), synced across processes; with ``log``,
@@ -167,18 +168,21 @@ class RequestEvaluator:
         return values
 
     def update(self, dataloader_idx: int, logits: Tensor, labels: Tensor) -> None:
-        """Add a validation batch of the evaluation set ``dataloader_idx``."""
-        assert self.trainer is not None
-        self._metric(eval_names(self.trainer.val_dataloaders)[dataloader_idx]).update(logits, labels)
+        """Add a validation batch of the evaluation set ``dataloader_idx`` (``UnlearningModule.validation_step``)."""
+        trainer = self.trainer if self.trainer is not None else self.module.trainer
+        self._metric(eval_names(trainer.val_dataloaders)[dataloader_idx]).update(logits, labels)
 
     def validation_values(self) -> dict[str, float]:
-        """``{name}/acc`` of the validation that just ended and ``{name}/drop`` from the reference (metrics reset)."""
+        """``{name}/acc`` of the validation that just ended and, against the request's reference, ``{name}/drop``
+        (metrics reset; the values are kept in :attr:`last_validation`).
+        """
         values = {}
         for name, metric in self._accuracy.items():
             if metric.update_called:
                 values[f"{name}/acc"] = float(metric.compute())
                 metric.reset()
-        return {**values, **drops(self.reference, values)}
+        self.last_validation = {**values, **drops(self.reference, values)}
+        return self.last_validation
 
     def log_outcome(self, summary: RequestSummary) -> None:
         """Write the request's outcome to every logger at the last step, whatever ``log_every_n_steps`` is (the last
@@ -195,20 +199,22 @@ class RequestEvaluator:
 
     def _metric(self, name: str) -> MulticlassAccuracy:
         if name not in self._accuracy:
-            metric = MulticlassAccuracy(num_classes=self.module.num_classes, average="micro")
-            self._accuracy[name] = metric.to(self.module.device)
+            self._accuracy[name] = MulticlassAccuracy(num_classes=self.module.num_classes, average="micro")
+        if self._accuracy[name].device != self.module.device:
+            self._accuracy[name] = self._accuracy[name].to(self.module.device)
         return self._accuracy[name]
 
 
 class EvaluationHooks(Callback):
-    """The validation hooks of :class:`~lightning_unlearn.InstanceUnlearning`: during a request, each validation
-    batch's logits (what ``UnlearningModule.validation_step`` returns) go to the request's :class:`RequestEvaluator`,
-    which logs ``{name}/acc`` and ``{name}/drop`` with the plugins' values at the end of the epoch and adds them to
-    the trace (``{name}/drop`` aside); passes over the evaluation sets are not counted in the request's samples.
+    """The validation hooks of :class:`~lightning_unlearn.InstanceUnlearning` during a request: the plugins' values are
+    logged at the end of each validation epoch (``UnlearningModule`` logs ``{name}/acc`` and ``{name}/drop`` through
+    the request's :class:`RequestEvaluator`), and all of them but the drops join the trace; passes over the
+    evaluation sets are not counted in the request's samples.
     """
 
     _request: Request | None
     trace: list[dict[str, float]]
+    _validated: dict[str, float] | None = None
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -216,30 +222,20 @@ class EvaluationHooks(Callback):
             self._request.counter.pause()
 
     @override
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._request is not None and not trainer.sanity_checking and isinstance(outputs, Tensor):
-            self._request.evaluator.update(dataloader_idx, outputs, batch[1].to(outputs.device))
-
-    @override
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._request is None:
             return
-        request = self._request
-        values = {**request.plugin_values(), **request.evaluator.validation_values()}
-        for name, value in values.items():
+        self._validated = self._request.plugin_values()
+        for name, value in self._validated.items():
             pl_module.log(name, value, batch_size=1)
-        point = {"request": float(request.summary.request), "step": float(request.steps), **values}
-        self.trace.append({k: v for k, v in point.items() if not k.endswith("/drop")})
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._request is not None:
-            self._request.counter.resume()
+        request, plugins, self._validated = self._request, self._validated, None
+        if request is None:
+            return
+        request.counter.resume()
+        if plugins is not None:  # after the module's epoch end: this validation's accuracies
+            point = {"request": float(request.summary.request), "step": float(request.steps), **plugins}
+            validated = request.evaluator.last_validation
+            self.trace.append({**point, **{k: v for k, v in validated.items() if not k.endswith("/drop")}})

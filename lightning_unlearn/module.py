@@ -11,11 +11,11 @@ from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightning_unlearn.data import split_forget_batch
+from lightning_unlearn.data import check_logits, split_forget_batch
+from lightning_unlearn.evaluation import RequestEvaluator
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss
 from lightning_unlearn.functional.metrics import is_unlearned
-from lightning_unlearn.functional.pgd import eval_mode
 from lightning_unlearn.functional.projection import projected_surrogate
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
@@ -120,6 +120,7 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         self.project_gradients = project_gradients
         self._loss_terms: dict[str, LossTerm] = {}
         self._label_generator = torch.Generator().manual_seed(0)
+        self._evaluator: RequestEvaluator | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(x)
@@ -191,7 +192,8 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         projectable = protect is not None and protect.requires_grad and forget.requires_grad
         if self.project_gradients and projectable and bool(forget.detach() != 0):
             assert protect is not None
-            return self._projected(forget, protect)
+            params = [p for p in self.classifier.parameters() if p.requires_grad]  # PCGrad, see projected_surrogate
+            return projected_surrogate(forget, protect, params)
         return loss
 
     def forget_term(self, logits: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
@@ -209,35 +211,34 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             return True
         return self.trainer.global_step % max(1, int(getattr(self.trainer, "log_every_n_steps", 1))) == 0
 
-    def _projected(self, forget: Tensor, protect: Tensor) -> Tensor:
-        """PCGrad: drop from the forget gradient its component against the plugins' (protective) gradient."""
-        return projected_surrogate(forget, protect, [p for p in self.classifier.parameters() if p.requires_grad])
-
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
         """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""
         return is_unlearned(predict(self.classifier, x, batch_size), y, t)
 
     def check_output(self, x: Tensor) -> None:
-        """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits.
+        """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits (:func:`~.data.check_logits`)."""
+        check_logits(self.classifier, x, self.num_classes)
 
-        Raises:
-            ValueError: naming the shape found and the one expected.
+    @property
+    def evaluator(self) -> RequestEvaluator:
+        """What measures validation: the running request's evaluator (:meth:`use_evaluator`), else the module's own
+        (accuracy only: no reference, no drop).
         """
-        with torch.no_grad(), eval_mode(self.classifier):
-            out = self.classifier(x[:2])
-        expected = (min(2, x.shape[0]), self.num_classes)
-        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
-            found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
-                " `num_classes` or the classifier's output."
-            )
+        if self._evaluator is None:
+            self._evaluator = RequestEvaluator(self, None)
+        return self._evaluator
 
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """The logits of an evaluation batch: :class:`~lightning_unlearn.InstanceUnlearning`'s evaluator turns them
-        into ``{name}/acc`` and ``{name}/drop`` (see :mod:`lightning_unlearn.evaluation`).
-        """
-        return self(batch[0])
+    def use_evaluator(self, evaluator: RequestEvaluator | None) -> None:
+        """Measure validation with ``evaluator`` (a request's, while it runs), or with the module's own (``None``)."""
+        self._evaluator = evaluator
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.evaluator.update(dataloader_idx, self(batch[0]), batch[1])
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``{name}/acc`` of each evaluation set and, during a request, ``{name}/drop`` (see :mod:`.evaluation`)."""
+        for name, value in self.evaluator.validation_values().items():
+            self.log(name, value, batch_size=1)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         params = [p for p in self.classifier.parameters() if p.requires_grad]

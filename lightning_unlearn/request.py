@@ -62,8 +62,7 @@ class Request:
         kept: earlier requests' forget sets still to be kept unlearned (``keep_forget_data=True``).
 
     Examples:
-        >>> model = nn.Linear(2, 2)
-        >>> request = Request(0, 1, (torch.rand(1, 2), torch.tensor([0]), None), model.state_dict(), seed=7)
+        >>> request = Request(0, 1, (torch.rand(1, 2), torch.tensor([0]), None), nn.Linear(2, 2).state_dict(), seed=7)
         >>> int(torch.randint(0, 100, (1,), generator=request.generator(1)))
         23
         >>> sorted(request.state_dict())
@@ -126,6 +125,7 @@ class Request:
         """
         self.ctx = ctx = RequestContext(self, module, trainer)
         self.evaluator = evaluator = RequestEvaluator(module, trainer)
+        module.use_evaluator(evaluator)
         classifier = module.classifier
         if not self._resumed:  # a resumed request's count comes from its checkpoint: its setup is not counted twice
             self.counter.attach(classifier)
@@ -238,6 +238,7 @@ class Request:
 
     def end(self) -> None:
         """Unregister the plugins' loss terms and tear them down."""
+        self.ctx.module.use_evaluator(None)
         for plugin in self.plugins:
             self.ctx.module.remove_loss_term(plugin.name)
             plugin.teardown(self.ctx)
