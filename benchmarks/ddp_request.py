@@ -45,7 +45,7 @@ class RankAgreement(Callback):
         summary = self.unlearning.summary  # InstanceUnlearning is listed first, so its on_train_end has run
         steps = trainer.strategy.all_gather(torch.tensor(summary.steps if summary else -1, device=pl_module.device))
         global_steps = trainer.strategy.all_gather(torch.tensor(trainer.global_step, device=pl_module.device))
-        scores = self.unlearning.importance_scores
+        scores = self.unlearning.importance.scores if self.unlearning.importance is not None else None
         identical: bool | None = None
         if scores is not None:
             flat = torch.cat([v.detach().float().flatten() for v in scores.values()])

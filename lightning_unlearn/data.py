@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
+
+from lightning_unlearn.functional.pgd import eval_mode
+
+if TYPE_CHECKING:
+    from lightning_unlearn.module import UnlearningModule
 
 NO_TARGET = -1
 """The target stored for an instance that is to be misclassified rather than relabelled."""
@@ -147,3 +152,90 @@ def unpadded_shard_size(loader: object) -> int | None:
     if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
         return None
     return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
+
+
+def split_forget_batch(batch: Any, mode: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(inputs, labels, targets or None)`` from a ``(x, y)`` or ``(x, y, t)`` forget batch: ``mode="misclassify"``
+    drops the targets, ``"relabel"`` requires one for every instance, ``None`` follows the batch (targets of
+    :data:`NO_TARGET` mean misclassify).
+
+    Raises:
+        ValueError: if the batch is not such a tuple, or ``mode="relabel"`` and the batch has no targets.
+
+    Examples:
+        >>> x, y = torch.rand(2, 3), torch.tensor([0, 1])
+        >>> split_forget_batch((x, y, torch.tensor([-1, -1])))[2] is None
+        True
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+        kind = (
+            f"a {type(batch).__name__} of {len(batch)} items"
+            if isinstance(batch, (tuple, list))
+            else type(batch).__name__
+        )
+        raise ValueError(f"a forget batch must be (inputs, labels) or (inputs, labels, targets), got {kind}.")
+    x, y = batch[0], batch[1]
+    t = batch[2] if len(batch) == 3 else None
+    if mode == "misclassify":
+        t = None
+    elif mode == "relabel" and (t is None or bool((t == NO_TARGET).any())):
+        raise ValueError("`mode='relabel'` needs a target for every forget instance; the batch has none for some.")
+    if t is not None and bool((t == NO_TARGET).all()):
+        t = None
+    return x, y, t
+
+
+def check_logits(classifier: torch.nn.Module, x: Tensor, num_classes: int) -> None:
+    """Raise unless ``classifier`` (in eval mode, each submodule's mode restored) maps ``x`` to ``[B, num_classes]``.
+
+    Raises:
+        ValueError: naming the shape found and the one expected.
+    """
+    with torch.no_grad(), eval_mode(classifier):
+        out = classifier(x[:2])
+    expected = (min(2, x.shape[0]), num_classes)
+    if not isinstance(out, Tensor) or tuple(out.shape) != expected:
+        found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
+            " `num_classes` or the classifier's output."
+        )
+
+
+def collect_forget(module: UnlearningModule, loader: Iterable[Any] | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """This process's whole forget set from a dataloader (the ``fit``'s training dataloader), on ``module``'s device,
+    each instance once (the repeats of a padding ``DistributedSampler`` dropped), in ``module``'s mode, checked against
+    ``num_classes`` and the classifier's output.
+
+    Raises:
+        ValueError: if there is no loader, it is empty, or labels, targets or the classifier's output do not
+            match ``num_classes``.
+    """
+    if loader is None:
+        raise ValueError("InstanceUnlearning needs the forget set as the training dataloader of `fit`.")
+    xs, ys, ts = [], [], []
+    any_target = False
+    for batch in loader:
+        x, y, t = module.split_batch(batch)
+        xs.append(x)
+        ys.append(y)
+        ts.append(t if t is not None else torch.full_like(y, -1))
+        any_target = any_target or t is not None
+    if not xs:
+        raise ValueError("the forget set is empty: `fit` needs at least one instance to unlearn.")
+    x_all = torch.cat(xs).to(module.device)
+    y_all = torch.cat(ys).to(module.device).long()
+    t_all = torch.cat(ts).to(module.device).long() if any_target else None
+    keep = unpadded_shard_size(loader)
+    if keep is not None:  # DistributedSampler repeats instances to even out shards: count each one once
+        x_all, y_all = x_all[:keep], y_all[:keep]
+        t_all = t_all[:keep] if t_all is not None else None
+    if y_all.numel() == 0:
+        return x_all, y_all, t_all
+    c = module.num_classes
+    if int(y_all.min()) < 0 or int(y_all.max()) >= c:
+        raise ValueError(f"forget labels must lie in [0, {c}) (num_classes={c}), got values up to {int(y_all.max())}.")
+    if t_all is not None and int(t_all.max()) >= c:
+        raise ValueError(f"relabel targets must lie in [0, {c}) (num_classes={c}), got {int(t_all.max())}.")
+    module.check_output(x_all)
+    return x_all, y_all, t_all

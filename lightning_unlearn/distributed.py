@@ -5,12 +5,41 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 from torch import Tensor
 
 if TYPE_CHECKING:
     import lightning as L
 
+    from lightning_unlearn.plugins.base import UnlearningPlugin
     from lightning_unlearn.request import Request
+
+#: sharded strategies: each process holds a part of the weights, which the request's edits and checks cannot see whole
+UNSUPPORTED_STRATEGIES = (FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy)
+
+
+def check_strategy(trainer: L.Trainer) -> None:
+    """Raise if the trainer's strategy shards the weights (:data:`UNSUPPORTED_STRATEGIES`).
+
+    Raises:
+        ValueError: naming the strategy and the ones supported.
+    """
+    if isinstance(trainer.strategy, UNSUPPORTED_STRATEGIES):
+        raise ValueError(
+            f"InstanceUnlearning does not support strategy {type(trainer.strategy).__name__}; use a data-parallel"
+            " strategy ('ddp', 'ddp_spawn', 'ddp_fork') or a single device."
+        )
+
+
+def check_plugins_distributed(trainer: L.Trainer, plugins: list[UnlearningPlugin]) -> None:
+    """Raise if the trainer runs several processes and a plugin does not support it.
+
+    Raises:
+        ValueError: naming the plugins and the world size.
+    """
+    single = [type(p).__name__ for p in plugins if not p.supports_distributed]
+    if trainer.world_size > 1 and single:
+        raise ValueError(f"plugins {single} do not support distributed training (world_size={trainer.world_size}).")
 
 
 def gather_rows(trainer: L.Trainer, tensor: Tensor) -> Tensor:

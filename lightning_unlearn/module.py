@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -10,16 +10,13 @@ import torch
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_unlearn.data import NO_TARGET, unpadded_shard_size
+from lightning_unlearn.data import check_logits, split_forget_batch
+from lightning_unlearn.evaluation import RequestEvaluator
 from lightning_unlearn.functional.evaluation import predict
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS, ForgetLossKind, forget_loss
 from lightning_unlearn.functional.metrics import is_unlearned
-from lightning_unlearn.functional.pgd import eval_mode
 from lightning_unlearn.functional.projection import projected_surrogate
-from lightning_unlearn.metrics import ForgetAccuracy, ForgetRemaining, ForgetTargetAccuracy, MIAEfficacy
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 Mode = Literal["misclassify", "relabel"]
@@ -123,13 +120,7 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         self.project_gradients = project_gradients
         self._loss_terms: dict[str, LossTerm] = {}
         self._label_generator = torch.Generator().manual_seed(0)
-        self.forget_metrics = MetricCollection(
-            {"acc": ForgetAccuracy(), "target_acc": ForgetTargetAccuracy(), "remaining": ForgetRemaining()},
-            prefix="forget/",
-            compute_groups=False,
-        )
-        self.eval_accuracy = nn.ModuleDict()
-        self.reference_accuracy: dict[str, float] = {}
+        self._evaluator: RequestEvaluator | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(x)
@@ -139,7 +130,6 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         is restored at the end of ``fit``.
         """
         self._modes_before_fit = [(m, m.training) for m in self.classifier.modules()]
-        self.reference_accuracy = {}  # measured in on_train_start unless a callback sets it first
         self._label_generator.manual_seed(torch.initial_seed() % (2**31) + self.global_rank)
         self.classifier.train()
 
@@ -177,63 +167,10 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
 
     # ----------------------------------------------------------------------------------------------- steps
     def split_batch(self, batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(inputs, labels, targets or None)`` from a ``(x, y)`` or ``(x, y, t)`` batch, in the module's mode.
-
-        Raises:
-            ValueError: if the batch is not such a tuple, or ``mode="relabel"`` and the batch has no targets.
+        """``(inputs, labels, targets or None)`` of a forget batch in the module's mode (see
+        :func:`~lightning_unlearn.data.split_forget_batch`).
         """
-        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
-            raise ValueError(
-                f"a forget batch must be (inputs, labels) or (inputs, labels, targets), got {_kind(batch)}."
-            )
-        x, y = batch[0], batch[1]
-        t = batch[2] if len(batch) == 3 else None
-        if self.mode == "misclassify":
-            t = None
-        elif self.mode == "relabel" and (t is None or bool((t == NO_TARGET).any())):
-            raise ValueError("`mode='relabel'` needs a target for every forget instance; the batch has none for some.")
-        if t is not None and bool((t == NO_TARGET).all()):
-            t = None
-        return x, y, t
-
-    def collect_forget(self, loader: Iterable[Any] | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """This process's whole forget set from a dataloader, on the module's device, each instance once (the repeats
-        of a padding ``DistributedSampler`` dropped), checked against ``num_classes`` and the classifier's output.
-
-        Raises:
-            ValueError: if there is no loader, it is empty, or labels, targets or the classifier's output do not
-                match ``num_classes``.
-        """
-        if loader is None:
-            raise ValueError("InstanceUnlearning needs the forget set as the training dataloader of `fit`.")
-        xs, ys, ts = [], [], []
-        any_target = False
-        for batch in loader:
-            x, y, t = self.split_batch(batch)
-            xs.append(x)
-            ys.append(y)
-            ts.append(t if t is not None else torch.full_like(y, -1))
-            any_target = any_target or t is not None
-        if not xs:
-            raise ValueError("the forget set is empty: `fit` needs at least one instance to unlearn.")
-        x_all = torch.cat(xs).to(self.device)
-        y_all = torch.cat(ys).to(self.device).long()
-        t_all = torch.cat(ts).to(self.device).long() if any_target else None
-        keep = unpadded_shard_size(loader)
-        if keep is not None:  # DistributedSampler repeats instances to even out shards: count each one once
-            x_all, y_all = x_all[:keep], y_all[:keep]
-            t_all = t_all[:keep] if t_all is not None else None
-        if y_all.numel() == 0:
-            return x_all, y_all, t_all
-        c = self.num_classes
-        if int(y_all.min()) < 0 or int(y_all.max()) >= c:
-            raise ValueError(
-                f"forget labels must lie in [0, {c}) (num_classes={c}), got values up to {int(y_all.max())}."
-            )
-        if t_all is not None and int(t_all.max()) >= c:
-            raise ValueError(f"relabel targets must lie in [0, {c}) (num_classes={c}), got {int(t_all.max())}.")
-        self.check_output(x_all)
-        return x_all, y_all, t_all
+        return split_forget_batch(batch, self.mode)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, t = self.split_batch(batch)
@@ -255,7 +192,8 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
         projectable = protect is not None and protect.requires_grad and forget.requires_grad
         if self.project_gradients and projectable and bool(forget.detach() != 0):
             assert protect is not None
-            return self._projected(forget, protect)
+            params = [p for p in self.classifier.parameters() if p.requires_grad]  # PCGrad, see projected_surrogate
+            return projected_surrogate(forget, protect, params)
         return loss
 
     def forget_term(self, logits: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
@@ -273,151 +211,37 @@ class UnlearningModule(SpawnSafeGenerators, L.LightningModule):  # holds a torch
             return True
         return self.trainer.global_step % max(1, int(getattr(self.trainer, "log_every_n_steps", 1))) == 0
 
-    def _projected(self, forget: Tensor, protect: Tensor) -> Tensor:
-        """PCGrad: drop from the forget gradient its component against the plugins' (protective) gradient."""
-        return projected_surrogate(forget, protect, [p for p in self.classifier.parameters() if p.requires_grad])
-
     def unlearned(self, x: Tensor, y: Tensor, t: Tensor | None = None, batch_size: int = 1024) -> Tensor:
         """Boolean ``[k]``: which instances the classifier (in eval mode, modes restored after) has unlearned."""
         return is_unlearned(predict(self.classifier, x, batch_size), y, t)
 
     def check_output(self, x: Tensor) -> None:
-        """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits.
+        """Raise unless the classifier maps ``x`` to ``[B, num_classes]`` logits (:func:`~.data.check_logits`)."""
+        check_logits(self.classifier, x, self.num_classes)
 
-        Raises:
-            ValueError: naming the shape found and the one expected.
+    @property
+    def evaluator(self) -> RequestEvaluator:
+        """What measures validation: the running request's evaluator (:meth:`use_evaluator`), else the module's own
+        (accuracy only: no reference, no drop).
         """
-        with torch.no_grad(), eval_mode(self.classifier):
-            out = self.classifier(x[:2])
-        expected = (min(2, x.shape[0]), self.num_classes)
-        if not isinstance(out, Tensor) or tuple(out.shape) != expected:
-            found = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"`classifier` must return [B, num_classes] logits, i.e. {list(expected)} here, got {found}; check"
-                " `num_classes` or the classifier's output."
-            )
+        if self._evaluator is None:
+            self._evaluator = RequestEvaluator(self, None)
+        return self._evaluator
 
-    # ----------------------------------------------------------------------------------------------- metrics
-    def check_forget(self, parts: list[tuple[Tensor, Tensor, Tensor | None]], log: bool = True) -> dict[str, float]:
-        """Measure the forget metrics on whole forget sets (eval mode), synced across processes, and log them
-        (``forget/remaining`` at every call, ``forget/acc`` and ``forget/target_acc`` on logging steps).
-
-        Every process must call this at the same point (the values are reduced across processes).
-
-        Returns:
-            ``{"forget/acc": ..., "forget/target_acc": ..., "forget/remaining": ...}``.
-        """
-        self.forget_metrics.reset()
-        for x, y, t in parts:
-            self.forget_metrics.update(predict(self.classifier, x), y, t)
-        values = {name: float(v) for name, v in self.forget_metrics.compute().items()}
-        if log and self._trainer is not None:
-            every = (
-                self.logging_step()
-            )  # forget/remaining at every check (for monitors), the rest when the logger writes
-            for name, value in values.items():
-                if value == value and (every or name == "forget/remaining"):  # nan: target_acc in misclassify mode
-                    self.log(
-                        name, value, on_step=True, on_epoch=False, prog_bar=name == "forget/remaining", batch_size=1
-                    )
-        return values
-
-    def eval_names(self) -> list[str]:
-        """Names of the evaluation dataloaders: the keys of a dict, else ``retain``/``test`` for two loaders."""
-        loaders = self.trainer.val_dataloaders if self._trainer is not None else None
-        if isinstance(loaders, dict):
-            return [str(k) for k in loaders]
-        count = len(loaders) if isinstance(loaders, (list, tuple)) else (0 if loaders is None else 1)
-        if count == 2:
-            return ["retain", "test"]
-        if count == 1:
-            return ["val"]
-        return [f"val{i}" for i in range(count)]
-
-    def _eval_metric(self, name: str) -> MulticlassAccuracy:
-        if name not in self.eval_accuracy:
-            self.eval_accuracy[name] = MulticlassAccuracy(num_classes=self.num_classes, average="micro").to(self.device)
-        return self.eval_accuracy[name]  # type: ignore[return-value]
-
-    def load_eval_data(self) -> Any:
-        """The evaluation dataloaders of the running ``fit`` (``trainer.val_dataloaders``), loaded now if Lightning
-        would load them only at the first validation (it does so lazily when the first epoch does not validate).
-        """
-        trainer = self.trainer
-        val_loop = trainer.fit_loop.epoch_loop.val_loop
-        if trainer.val_dataloaders is None and trainer.training and val_loop._data_source.is_defined():
-            trainer.validating = True  # as the fit loop itself does at its start
-            val_loop.setup_data()
-            trainer.training = True
-        return trainer.val_dataloaders
-
-    def measure_eval_accuracy(self) -> dict[str, float]:
-        """Accuracy on each evaluation dataloader of the running ``fit`` (one pass each, synced across processes)."""
-        return {name[:-4]: v for name, v in self.evaluate().items() if name.endswith("/acc")}
-
-    def evaluate(self, forget: tuple[Tensor, Tensor, Tensor | None] | None = None) -> dict[str, float]:
-        """One pass over each evaluation dataloader: ``{name}/acc`` for each, and with ``forget`` and loaders named
-        ``retain`` and ``test``, ``mia/efficacy`` from the same predictions (synced across processes).
-        """
-        loaders = self.load_eval_data()
-        if loaders is None:
-            return {}
-        if isinstance(loaders, dict):
-            iterables = list(loaders.values())
-        else:
-            iterables = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
-        names = self.eval_names()
-        mia = MIAEfficacy().to(self.device) if forget is not None and {"retain", "test"} <= set(names) else None
-        if mia is not None and forget is not None:
-            mia.update(predict(self.classifier, forget[0]), forget[1], group="forget")
-        values = {}
-        for name, loader in zip(names, iterables):
-            metric = self._eval_metric(name)
-            metric.reset()
-            group = {"retain": "member", "test": "nonmember"}.get(name) if mia is not None else None
-            for batch in loader:
-                x, y = batch[0].to(self.device), batch[1].to(self.device)
-                logits = predict(self.classifier, x)
-                metric.update(logits, y)
-                if group is not None and mia is not None:
-                    mia.update(logits, y, group=group)
-            values[f"{name}/acc"] = float(metric.compute())
-            metric.reset()
-        if mia is not None:
-            values["mia/efficacy"] = float(mia.compute())
-        return values
-
-    def on_train_start(self) -> None:
-        """Measure the pre-trained accuracy on each evaluation set (the reference of ``{name}/drop``), unless
-        :class:`~lightning_unlearn.InstanceUnlearning` already set it from the original weights of its request.
-        """
-        if not self.reference_accuracy:
-            self.reference_accuracy = self.measure_eval_accuracy()
+    def use_evaluator(self, evaluator: RequestEvaluator | None) -> None:
+        """Measure validation with ``evaluator`` (a request's, while it runs), or with the module's own (``None``)."""
+        self._evaluator = evaluator
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        name = self.eval_names()[dataloader_idx]
-        x, y = batch[0], batch[1]
-        self._eval_metric(name).update(self(x), y)
+        self.evaluator.update(dataloader_idx, self(batch[0]), batch[1])
 
     def on_validation_epoch_end(self) -> None:
-        for name in self.eval_accuracy:
-            metric = self._eval_metric(name)
-            if not metric.update_called:
-                continue
-            acc = float(metric.compute())
-            self.log(f"{name}/acc", acc, batch_size=1)
-            if name in self.reference_accuracy:
-                self.log(f"{name}/drop", self.reference_accuracy[name] - acc, batch_size=1)
-            metric.reset()
+        """Log ``{name}/acc`` of each evaluation set and, during a request, ``{name}/drop`` (see :mod:`.evaluation`)."""
+        for name, value in self.evaluator.validation_values().items():
+            self.log(name, value, batch_size=1)
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         params = [p for p in self.classifier.parameters() if p.requires_grad]
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-
-
-def _kind(batch: Any) -> str:
-    if isinstance(batch, (tuple, list)):
-        return f"a {type(batch).__name__} of {len(batch)} items"
-    return type(batch).__name__

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from typing_extensions import override
 
 from lightning_unlearn.callback import InstanceUnlearning
+from lightning_unlearn.evaluation import accuracies
 
 
 class UnlearningProgressBar(TQDMProgressBar):
@@ -187,13 +188,9 @@ class UnlearningProgressBar(TQDMProgressBar):
             values["unlearned"] = f"{self._k - int(remaining)}/{k}"
         else:
             values["unlearned"] = f"-/{k}"
-        for name, value in metrics.items():
-            if name.endswith("/acc") and not name.startswith("forget/") and value.numel() == 1:
-                values[name] = f"{float(value):.3f}"
-        if ended is not None:  # its final accuracies, also when no validation ran (a request done before any step)
-            for name, number in ended.after.items():
-                if name.endswith("/acc") and not name.startswith("forget/"):
-                    values[name] = f"{number:.3f}"
+        logged = accuracies({name: float(value) for name, value in metrics.items() if value.numel() == 1})
+        final = accuracies(ended.after) if ended is not None else {}  # also when no validation ran (done at step 0)
+        values.update({f"{name}/acc": f"{number:.3f}" for name, number in {**logged, **final}.items()})
         return values
 
     # ------------------------------------------------------------------------------------------------- helpers

@@ -110,10 +110,11 @@ def make_receipt(
 ) -> DeletionReceipt:
     """Build a receipt from the forget instances, the model hashes, the method's settings and a request summary.
 
-    The size of the retained sample is read from ``method["retain"]["size"]`` (the ``RetainDistillation`` settings).
+    The size of the retained sample is read from ``method["plugins"]["retain_distill"]["size"]`` (the
+    ``RetainDistillation`` settings).
 
     Examples:
-        >>> method = {"retain": {"weight": 10.0, "batch_size": 64, "size": 70}}
+        >>> method = {"plugins": {"retain_distill": {"weight": 10.0, "batch_size": 64, "size": 70}}}
         >>> receipt = make_receipt(torch.zeros(1, 2), torch.tensor([3]), "misclassify", "a", "b", method, {})
         >>> receipt.k, receipt.retained_sample
         (1, 70)
@@ -135,7 +136,7 @@ def make_receipt(
         restored=bool(summary.get("restored", False)),
         steps=int(summary.get("steps", 0)),
         seconds=float(summary.get("seconds", 0.0)),
-        retained_sample=int((method.get("retain") or {}).get("size") or 0),
+        retained_sample=int((method.get("plugins", {}).get("retain_distill") or {}).get("size") or 0),
         versions={
             "lightning_unlearn": __version__,
             "torch": torch.__version__,

@@ -1,4 +1,6 @@
-"""Plots of an unlearning run (matplotlib, an optional dependency: ``lightning-unlearn[demo]``)."""
+"""The record of an unlearning run: summaries, the trace of logged values, their JSON and plot (matplotlib, an optional
+dependency: ``lightning-unlearn[demo]``), and the checkpoint state of the requests.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +8,17 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_unlearn.io import atomic_write_text, json_safe
+from lightning_unlearn.summary import RequestSummary
+
+if TYPE_CHECKING:
+    from lightning_unlearn.request import ForgetPart, Request
 
 
 def write_summary(requests: Sequence[dict[str, Any]], trace: Sequence[dict[str, float]], path: str | Path) -> Path:
@@ -74,3 +84,55 @@ def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
     fig.savefig(file, dpi=110)
     plt.close(fig)
     return file
+
+
+class RequestRecord(Callback):
+    """What :class:`~lightning_unlearn.InstanceUnlearning` keeps of its requests: :attr:`history` (one
+    :class:`~lightning_unlearn.RequestSummary` per request), :attr:`trace` (the values at each stop check and
+    validation), :attr:`receipts`; their JSON and plot; the checkpoint state (the history and the request in progress,
+    never forget data).
+    """
+
+    history: list[RequestSummary]
+    trace: list[dict[str, float]]
+    receipts: list[Path]
+    keep_forget_data: bool
+    _kept: list[ForgetPart]
+    _request: Request | None
+    _resume: dict[str, Any] | None
+
+    @property
+    def summary(self) -> RequestSummary | None:
+        """The summary of the last request (``None`` before the first one ends); after ``ddp_spawn``/``ddp_fork``, rank
+        0's, brought back to the main process with :attr:`history`, :attr:`trace` and :attr:`receipts`.
+        """
+        return self.history[-1] if self.history else None
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"history": [s.to_dict() for s in self.history], "in_progress": False}
+        if self._request is not None:
+            state.update(in_progress=True, request=self._request.state_dict())
+        return state
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [RequestSummary.from_dict(s) for s in state_dict.get("history", [])]
+        self._resume = dict(state_dict) if state_dict.get("in_progress") else None
+        if self.keep_forget_data and self.history and not self._kept:
+            rank_zero_warn(
+                f"`keep_forget_data=True`: the forget sets of this checkpoint's {len(self.history)} earlier requests"
+                " are not in it (checkpoints never hold forget data), so later requests do not keep them unlearned."
+            )
+
+    def save_summary(self, path: str | Path) -> Path:
+        """Write the summaries of all requests and the trace of logged values as JSON (call it on rank zero)."""
+        return write_summary([s.to_dict() for s in self.history], self.trace, path)
+
+    def plot(self, path: str | Path) -> Path:
+        """Plot the trace against steps as a PNG (needs matplotlib: ``pip install 'lightning-unlearn[demo]'``)."""
+        return plot_trace(self.trace, path)
+
+    def _returned_state(self) -> dict[str, Any]:
+        """What rank 0's worker hands back to this callback in the main process (``ddp_spawn``, ``ddp_fork``)."""
+        return {"history": self.history, "trace": self.trace, "receipts": self.receipts}

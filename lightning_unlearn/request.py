@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -12,84 +12,44 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_unlearn.evaluation import RequestEvaluator, drops
 from lightning_unlearn.functional.counting import SampleCounter
 from lightning_unlearn.functional.stall import StallRule
-from lightning_unlearn.plugins.base import UnlearningPlugin
+from lightning_unlearn.summary import RequestSummary
 
 if TYPE_CHECKING:
     import lightning as L
 
     from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.plugins.base import UnlearningPlugin
 
 ForgetPart = tuple[Tensor, Tensor, "Tensor | None"]
 
+__all__ = ["ForgetPart", "Request", "RequestContext", "RequestSummary"]
+
 
 @dataclass
-class RequestSummary:
-    """What one request did.
+class RequestContext:
+    """What every plugin hook receives (one object per request, the same for every hook).
 
     Attributes:
-        request: index of the request (0 for the first ``fit`` with this callback).
-        k: number of forget instances (over all processes).
-        steps: optimizer steps taken.
-        seconds: wall time of the request, anchors and importance included.
-        samples: inputs pushed through the classifier by the request, over all processes: training steps, anchor
-            generation (each PGD step), every plugin's batches, stop checks and the edit (a pass that also goes
-            backward counts once; passes over the evaluation sets are not counted). Compare it with retraining's
-            epochs x training-set size.
-        setup_seconds: of which anchor generation and importance estimation.
-        remaining_before: instances not yet unlearned at the start.
-        remaining_after: instances not unlearned at the end (0 on success).
-        unlearned: whether every instance was unlearned.
-        restored: whether the original weights were put back (request failed and ``restore_on_failure``).
-        failure: why the request failed (``None`` on success).
-        anchors: number of anchors (over all processes).
-        anchor_success_rate: share of anchors the pre-trained model labels with their attack target.
-        finished_by: which result the request kept: ``"fisher_edit"`` (the closed-form edit of the last layers
-            finished it before any step, see :class:`~lightning_unlearn.plugins.FisherEdit`), ``"steps"`` (the
-            optimiser's), ``"steps+edit"`` (the
-            closed-form last-layer edit of the weights the steps reached, see
-            :class:`~lightning_unlearn.plugins.LastLayerEdit`), ``"edit"`` (the edit of the original weights),
-            ``"none"`` (the edit could not improve on steps that fell short: the request fails) or ``None`` (no
-            plugin finishes requests, e.g. ``edit=None``).
-        before: metrics on the original weights (``forget/acc``, ``anchor/agreement``, ``{name}/acc``,
-            ``mia/efficacy``, ...).
-        after: the same metrics at the end.
-
-    Examples:
-        >>> RequestSummary(request=0, k=4).to_dict()["remaining_after"]
-        0
+        request: the :class:`Request` running (forget set, seed, protected inputs, summary).
+        module: the :class:`~lightning_unlearn.UnlearningModule` (its ``classifier`` is the model being unlearned).
+        trainer: the running ``Trainer`` (``trainer.strategy`` reduces values across processes).
     """
 
-    request: int
-    k: int
-    steps: int = 0
-    seconds: float = 0.0
-    samples: int = 0
-    setup_seconds: float = 0.0
-    remaining_before: int = 0
-    remaining_after: int = 0
-    unlearned: bool = False
-    restored: bool = False
-    anchors: int = 0
-    anchor_success_rate: float = float("nan")
-    finished_by: str | None = None
-    failure: str | None = None
-    before: dict[str, float] = field(default_factory=dict)
-    after: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values, ready for JSON."""
-        return asdict(self)
+    request: Request
+    module: UnlearningModule
+    trainer: L.Trainer
 
 
 class Request:
     """The state of one request: forget tensors, original weights, seed, plugins, reference metrics and counters.
 
-    Created by :class:`~lightning_unlearn.InstanceUnlearning` at the start of a ``fit``; plugins receive it in
-    :meth:`~lightning_unlearn.plugins.UnlearningPlugin.setup`. :meth:`state_dict` holds everything but the forget data
-    (never written to checkpoints: a resumed request collects it again from the dataloader), the plugins' states
-    included; :meth:`from_state` restores it all.
+    Created by :class:`~lightning_unlearn.InstanceUnlearning` at the start of a ``fit``; :meth:`start` gives it ``ctx``
+    (the :class:`RequestContext` every plugin hook receives) and ``evaluator`` (its
+    :class:`~lightning_unlearn.evaluation.RequestEvaluator`). :meth:`state_dict` holds all but the forget data (never
+    checkpointed: a resumed request collects it again), the plugins' states included; :meth:`from_state` restores it.
 
     Args:
         index: the request's number (0 for the first).
@@ -102,8 +62,7 @@ class Request:
         kept: earlier requests' forget sets still to be kept unlearned (``keep_forget_data=True``).
 
     Examples:
-        >>> model = nn.Linear(2, 2)
-        >>> request = Request(0, 1, (torch.rand(1, 2), torch.tensor([0]), None), model.state_dict(), seed=7)
+        >>> request = Request(0, 1, (torch.rand(1, 2), torch.tensor([0]), None), nn.Linear(2, 2).state_dict(), seed=7)
         >>> int(torch.randint(0, 100, (1,), generator=request.generator(1)))
         23
         >>> sorted(request.state_dict())
@@ -151,11 +110,6 @@ class Request:
         """The reference metrics, measured on the original weights."""
         return self.summary.before
 
-    @property
-    def reference_accuracy(self) -> dict[str, float]:
-        """``{name: accuracy}`` of each evaluation set on the original weights (what ``max_drop`` guards)."""
-        return {n[:-4]: v for n, v in self.before.items() if n.endswith("/acc") and not n.startswith("forget/")}
-
     def generator(self, offset: int) -> torch.Generator:
         """A CPU generator seeded with ``seed + offset``: each consumer of randomness takes its own offset."""
         return torch.Generator().manual_seed(self.seed + offset)
@@ -167,8 +121,11 @@ class Request:
     def start(self, module: UnlearningModule, trainer: L.Trainer) -> None:
         """Set up every plugin with the classifier at its original weights, register their loss terms, and measure the
         reference metrics there (a resumed request keeps its checkpointed ones and goes back to its current weights);
-        hands ``module`` the reference accuracy of ``{name}/drop``. Every process calls it together.
+        the evaluator keeps them as the reference of ``{name}/drop``. Every process calls it together.
         """
+        self.ctx = ctx = RequestContext(self, module, trainer)
+        self.evaluator = evaluator = RequestEvaluator(module, trainer)
+        module.use_evaluator(evaluator)
         classifier = module.classifier
         if not self._resumed:  # a resumed request's count comes from its checkpoint: its setup is not counted twice
             self.counter.attach(classifier)
@@ -177,18 +134,18 @@ class Request:
             self.restore(classifier)
         for plugin in self.plugins:
             plugin.load_state_dict(self._plugin_states.get(plugin.name, {}))
-            plugin.setup(self, module, trainer)
-            if plugin.adds_loss():
-                module.add_loss_term(plugin.name, partial(plugin.loss_term, module))
+            plugin.setup(ctx)
+            if plugin.adds_loss:
+                module.add_loss_term(plugin.name, partial(plugin.loss_term, ctx))
         summary = self.summary
         if current is None:
-            summary.before = self.measure(module)
+            summary.before = evaluator.measure(self)
             self.remaining = summary.remaining_before = int(summary.before["forget/remaining"])
-            begins = [p for p in self.plugins if type(p).begin is not UnlearningPlugin.begin]
+            begins = [p for p in self.plugins if p.edits_at_begin]
             if self.remaining > 0 and begins:
                 for plugin in begins:
-                    plugin.begin(self, module, trainer)
-                self.remaining = int(module.check_forget(self.parts, log=False)["forget/remaining"])
+                    plugin.begin(ctx)
+                self.remaining = int(evaluator.check_forget(self.parts)["forget/remaining"])
             summary.setup_seconds = self.elapsed
             rank_zero_info(
                 f"Unlearning request {summary.request}: {summary.k} instances, {summary.remaining_before} still"
@@ -196,19 +153,17 @@ class Request:
             )
         else:
             classifier.load_state_dict(current)
-            self.remaining = int(module.check_forget(self.parts, log=False)["forget/remaining"])
+            self.remaining = int(evaluator.check_forget(self.parts)["forget/remaining"])
             self.counter.attach(classifier)
             rank_zero_info(f"Resumed unlearning request {summary.request} at step {self.steps}.")
-        module.reference_accuracy = self.reference_accuracy
+        evaluator.reference = summary.before
 
-    def measure(self, module: UnlearningModule) -> dict[str, float]:
-        """Forget metrics, the plugins' values, and one pass over the evaluation sets (accuracy and MIA)."""
-        values = module.check_forget(self.parts, log=False)
+    def plugin_values(self) -> dict[str, float]:
+        """Every plugin's :meth:`~lightning_unlearn.plugins.UnlearningPlugin.measure`."""
+        values: dict[str, float] = {}
         for plugin in self.plugins:
-            values.update(plugin.measure(module))
-        with self.counter.paused():
-            evaluation = module.evaluate(self.forget)
-        return {**values, **evaluation}
+            values.update(plugin.measure(self.ctx))
+        return values
 
     def failure(self, max_drop: float | None = None) -> str | None:
         """Why the request failed, judged on ``summary.after``: instances still remembered, or an evaluation set's
@@ -218,13 +173,12 @@ class Request:
         self.remaining = int(after["forget/remaining"])
         if self.remaining > 0:
             return f"{self.remaining} of {self.summary.k} instances still remembered after {self.steps} steps"
-        for name, reference in self.reference_accuracy.items():
-            drop = reference - after[f"{name}/acc"]
+        for name, drop in drops(self.before, after).items():
             if max_drop is not None and drop > max_drop:
-                return f"{name} accuracy dropped by {drop:.4f} > max_drop={max_drop}"
+                return f"{name[: -len('/drop')]} accuracy dropped by {drop:.4f} > max_drop={max_drop}"
         return None
 
-    def close(self, module: UnlearningModule, failure: str | None, restore: bool = True) -> RequestSummary:
+    def close(self, failure: str | None, restore: bool = True) -> RequestSummary:
         """Fill in the summary's closing counts and outcome; on failure put the original weights back if ``restore``
         (the summary's ``after`` then equals ``before``). Says what happened; returns the summary.
         """
@@ -233,7 +187,7 @@ class Request:
         summary.samples = max(summary.samples, self.counter.count)  # the total over processes, where it was reduced
         summary.unlearned, summary.failure = failure is None, failure
         if failure is not None and restore:
-            self.restore(module.classifier)
+            self.restore(self.ctx.module.classifier)
             summary.restored, summary.after = True, {**summary.after, **summary.before}
             rank_zero_warn(
                 f"Unlearning request {summary.request} failed ({failure}); the original weights were restored (pass"
@@ -248,13 +202,14 @@ class Request:
             )
         return summary
 
-    def check(self, module: UnlearningModule) -> dict[str, float]:
+    def check(self) -> dict[str, float]:
         """The stop check: forget metrics on every part (logged), then the stall rule and the plugins' step values."""
-        values = module.check_forget(self.parts, log=True)
+        module = self.ctx.module
+        values = self.evaluator.check_forget(self.parts, log=True)
         self.remaining = int(values["forget/remaining"])
         if self.stall.update(self.remaining, self.steps):
             for plugin in self.plugins:
-                scale = plugin.scale_protection(0.5)
+                scale = plugin.on_stall(self.ctx)
                 if scale is not None:  # said once per change, not again at the floor
                     rank_zero_info(
                         f"Unlearning stalled at {self.remaining} remembered instances for {self.stall.patience}"
@@ -262,20 +217,31 @@ class Request:
                     )
         if module.logging_step():
             for plugin in self.plugins:
-                for name, value in plugin.step_metrics().items():
+                for name, value in plugin.step_metrics(self.ctx).items():
                     module.log(name, value, on_step=True, on_epoch=False, batch_size=1)
         return values
 
-    def finish(self, module: UnlearningModule, trainer: L.Trainer) -> None:
-        """Let every plugin change the final weights (:meth:`UnlearningPlugin.finish`), once the steps are over."""
+    def before_optimizer_step(self) -> None:
+        """Let every plugin edit the gradients (:meth:`UnlearningPlugin.before_optimizer_step`)."""
         for plugin in self.plugins:
-            plugin.finish(self, module, trainer)
+            plugin.before_optimizer_step(self.ctx)
 
-    def end(self, module: UnlearningModule) -> None:
-        """Unregister the plugins' loss terms and tear them down."""
+    def finish(self) -> None:
+        """Once the steps are over: let every plugin change the final weights (:meth:`UnlearningPlugin.finish`), then
+        measure ``summary.after`` and count the samples over all processes.
+        """
         for plugin in self.plugins:
-            module.remove_loss_term(plugin.name)
-            plugin.teardown(module)
+            plugin.finish(self.ctx)
+        self.summary.after = self.evaluator.measure(self)
+        count = torch.tensor(float(self.counter.count), device=self.ctx.module.device)
+        self.summary.samples = int(self.ctx.trainer.strategy.reduce(count, reduce_op="sum"))
+
+    def end(self) -> None:
+        """Unregister the plugins' loss terms and tear them down."""
+        self.ctx.module.use_evaluator(None)
+        for plugin in self.plugins:
+            self.ctx.module.remove_loss_term(plugin.name)
+            plugin.teardown(self.ctx)
         self.protected = []
         self.counter.detach()
 
@@ -292,6 +258,25 @@ class Request:
         }
 
     @classmethod
+    def new(
+        cls,
+        index: int,
+        forget: ForgetPart,
+        module: UnlearningModule,
+        trainer: L.Trainer,
+        seed: int | None,
+        plugins: Sequence[UnlearningPlugin],
+        stall_patience: int | None,
+        kept: list[ForgetPart],
+    ) -> Request:
+        """Request ``index``: ``k`` over all processes, the current weights as original, a seed per index and rank."""
+        k = trainer.strategy.reduce(torch.tensor(float(len(forget[1])), device=module.device), reduce_op="sum")
+        seed = (seed if seed is not None else torch.initial_seed() % (2**31)) + 1_000_003 * index
+        seed += 7919 * trainer.global_rank
+        original = module.classifier.state_dict()
+        return cls(index, int(k), forget, original, seed, plugins, stall_patience, kept)
+
+    @classmethod
     def from_state(
         cls,
         state: dict[str, Any],
@@ -303,7 +288,7 @@ class Request:
         """The request of a checkpoint, with its forget data collected again; the plugins' states are applied in
         :meth:`start`.
         """
-        summary = RequestSummary(**state["summary"])
+        summary = RequestSummary.from_dict(state["summary"])
         request = cls(
             summary.request, summary.k, forget, state["original"], state["seed"], plugins, stall_patience, kept
         )

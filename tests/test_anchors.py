@@ -12,11 +12,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-import lightning_unlearn.anchors as anchors_module
+import lightning_unlearn.functional.backends as backends
 from lightning_unlearn import ForgetSet, InstanceUnlearning, UnlearningModule
-from lightning_unlearn.anchors import AnchorPool, PGDAnchors
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.plugins import UnlearningPlugin
+from lightning_unlearn.plugins.anchors import AnchorPool, PGDAnchors
 from tests.conftest import forget_indices, quiet_trainer_kwargs
 
 
@@ -145,7 +145,7 @@ def test_several_radii(digits: Split, digits_cnn: nn.Module) -> None:
 
 
 def test_torchattacks_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anchors_module, "torchattacks_available", lambda: False)
+    monkeypatch.setattr(backends, "torchattacks_available", lambda: False)
     message = (
         "`backend='torchattacks'` needs torchattacks: pip install 'lightning-unlearn[torchattacks]',"
         " or use backend='builtin'."
@@ -154,7 +154,7 @@ def test_torchattacks_missing(monkeypatch: pytest.MonkeyPatch) -> None:
         PGDAnchors(backend="torchattacks")
     assert PGDAnchors(backend="auto").resolved_backend == "builtin"
     assert PGDAnchors(backend="builtin").resolved_backend == "builtin"
-    monkeypatch.setattr(anchors_module, "torchattacks_available", lambda: True)
+    monkeypatch.setattr(backends, "torchattacks_available", lambda: True)
     assert PGDAnchors(backend="auto").resolved_backend == "torchattacks"
 
 
@@ -332,8 +332,8 @@ class _SeeProtected(UnlearningPlugin):
     def __init__(self) -> None:
         self.seen: list[Tensor] = []
 
-    def finish(self, request, module, trainer) -> None:
-        self.seen = list(request.protected)
+    def finish(self, ctx) -> None:
+        self.seen = list(ctx.request.protected)
 
 
 def test_the_anchors_are_among_the_edits_protected_inputs(digits: Split, digits_cnn: nn.Module) -> None:

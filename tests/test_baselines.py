@@ -14,6 +14,7 @@ from lightning_unlearn import ForgetSet, InstanceUnlearning, UnlearningModule
 from lightning_unlearn.baselines import L1Sparse, RetainLoss, SaliencyMask
 from lightning_unlearn.functional import forget_loss
 from lightning_unlearn.functional.evaluation import accuracy
+from lightning_unlearn.request import RequestContext
 from tests.conftest import forget_indices, quiet_trainer_kwargs
 
 
@@ -75,8 +76,9 @@ def test_l1_sparse_term_is_added_and_forgets(digits, digits_cnn) -> None:
     l1 = L1Sparse(strength=1e-4)
     expected = 1e-4 * sum(float(p.abs().sum()) for p in digits_cnn.parameters())
     module = UnlearningModule(digits_cnn, num_classes=10)
-    assert l1.adds_loss() and l1.name == "l1"
-    assert float(l1.loss_term(module)) == pytest.approx(expected, rel=1e-5)
+    assert l1.adds_loss and l1.name == "l1"
+    ctx = RequestContext(None, module, None)  # type: ignore[arg-type]  # the term reads only the module
+    assert float(l1.loss_term(ctx)) == pytest.approx(expected, rel=1e-5)
     unlearning, module, _, _ = _fit(digits, digits_cnn, [l1], [spy], lr=1e-3)
     assert spy.terms[0] == ("l1",) and module.loss_terms == ()
     assert unlearning.summary is not None and unlearning.summary.unlearned

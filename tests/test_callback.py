@@ -174,7 +174,7 @@ def test_misclassify_forgets_every_instance_and_keeps_test_accuracy(digits: Spli
     assert summary.steps == trainer.global_step == log.first_all_unlearned == len(log.all_unlearned)
     assert log.terms[0] == ("anchor_loss", "shifted_copies")
     # the request's plugins and data are gone afterwards
-    assert module.loss_terms == () and callback.anchor_pool is None
+    assert module.loss_terms == () and callback.anchors is not None and callback.anchors.pool is None
     assert len(callback.history) == 1 and callback.summary.to_dict()["request"] == 0
 
 
@@ -224,7 +224,7 @@ def test_baseline_without_anchors_or_importance(digits: Split, digits_cnn: nn.Mo
     assert summary is not None
     assert summary.unlearned and accuracy(digits_cnn, x, y) == 0.0
     assert summary.anchors == 0 and summary.anchor_success_rate != summary.anchor_success_rate  # nan
-    assert callback.importance_scores is None
+    assert callback.importance is None
     assert all(terms == () for terms in log.terms)
     assert summary.steps == trainer.global_step == log.first_all_unlearned == len(log.all_unlearned)
 
@@ -246,7 +246,7 @@ def test_anchors_without_importance(digits: Split, digits_cnn: nn.Module) -> Non
     summary = callback.summary
     assert summary is not None and summary.unlearned
     assert accuracy(digits_cnn, x, y) == 0.0
-    assert summary.anchors == 16 and callback.importance_scores is None
+    assert summary.anchors == 16 and callback.importance is None
     assert log.terms[0] == ("anchor_loss",)
     assert summary.steps == trainer.global_step == log.first_all_unlearned
 

@@ -316,7 +316,7 @@ def test_fit_prints_the_bar_the_retained_sample_the_table_with_its_cost_and_the_
     assert [line.split(":")[0] for line in rest[8:]] == ["receipt", "unlearned classifier", "summary"]
     assert len(rest) == 11  # nothing after the paths
     receipt = json.loads(Path(rest[8].split(": ", 1)[1]).read_text())
-    assert receipt["retained_sample"] == 72 and receipt["method"]["retain"]["size"] == 72
+    assert receipt["retained_sample"] == 72 and receipt["method"]["plugins"]["retain_distill"]["size"] == 72
 
 
 def test_fit_verbose_brings_lightning_back_and_retain_fraction_0_turns_the_sample_off(
@@ -334,4 +334,4 @@ def test_fit_verbose_brings_lightning_back_and_retain_fraction_0_turns_the_sampl
     assert [w for w in caught if "LeafSpec" in str(w.message)]
     assert "retained sample: none (forget set only)\n" in out
     receipt = json.loads(next((tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")).read_text())
-    assert receipt["retained_sample"] == 0 and receipt["method"]["retain"] is None
+    assert receipt["retained_sample"] == 0 and "retain_distill" not in receipt["method"]["plugins"]

@@ -126,7 +126,11 @@ def test_a_request_distils_on_the_sample_which_stays_out_of_checkpoints_and_rece
     assert image_shaped == []  # ... but no retained (nor forget) image
     (path,) = unlearning.receipts
     receipt = read_receipt(path)
-    assert receipt.retained_sample == 71 and receipt.method["retain"] == {"weight": 10.0, "batch_size": 64, "size": 71}
+    assert receipt.retained_sample == 71 and receipt.method["plugins"]["retain_distill"] == {
+        "weight": 10.0,
+        "batch_size": 64,
+        "size": 71,
+    }
     text = Path(path).read_text()
     retained_hashes = [instance_hash(*train[i]) for i in dm.retain_indices]
     assert receipt.k == 8 and not any(digest in text for digest in retained_hashes)
@@ -139,7 +143,7 @@ def test_retain_fraction_0_and_the_python_api_default_request_on_the_forget_set_
     unlearning = _fit(digits_cnn, dm, tmp_path)
     assert unlearning.retain is None and "retain_distill" not in [p.name for p in unlearning.plugins]
     receipt = read_receipt(unlearning.receipts[0])
-    assert receipt.retained_sample == 0 and receipt.method["retain"] is None
+    assert receipt.retained_sample == 0 and "retain_distill" not in receipt.method["plugins"]
     assert torch.load(tmp_path / "pool_rank0.pt", weights_only=True) is None
     assert InstanceUnlearning().retain is None  # without a DataModule: the forget set only, as in the paper
 

@@ -32,6 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import Split
+from lightning_unlearn.evaluation import RequestEvaluator
 from lightning_unlearn.spawn import register_receiver, return_to_main_process
 from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
 
@@ -60,12 +61,13 @@ class RankProbe(Callback):
         batches = [pl_module.split_batch(batch) for batch in trainer.train_dataloader]
         x = torch.cat([b[0] for b in batches]).to(pl_module.device)
         y = torch.cat([b[1] for b in batches]).to(pl_module.device)
-        scores = self.unlearning.importance_scores
+        assert self.unlearning.importance is not None
+        scores = self.unlearning.importance.scores
         assert scores is not None
         torch.save(
             {n: v.detach().cpu() for n, v in scores.items()}, self.out / f"importance_rank{trainer.global_rank}.pt"
         )
-        pool = self.unlearning.anchor_pool
+        pool = self.unlearning.anchors.pool if self.unlearning.anchors is not None else None
         self.record = {
             "rank": trainer.global_rank,
             "world_size": trainer.world_size,
@@ -216,7 +218,7 @@ def _generators(module: UnlearningModule, callback: InstanceUnlearning) -> tuple
     """The generators the module and the callback's plugins hold between requests (the anchor sampler's, in its
     plugin; the anchors' own generator is made from the seed at each request)."""
     assert callback.anchors is not None
-    return (module._label_generator, callback.anchors._batch_generator)
+    return (module._label_generator, callback.anchors._generator)
 
 
 def _draws_in_child(objects: tuple[UnlearningModule, InstanceUnlearning], queue: Any) -> None:
@@ -397,7 +399,7 @@ class ForgetCheckProbe(Callback):
         assert isinstance(pl_module, UnlearningModule)
         rank, world = trainer.global_rank, trainer.world_size
         x, y = self.forget.inputs[rank::world], self.forget.labels[rank::world]
-        values = pl_module.check_forget([(x, y, None)], log=False)
+        values = RequestEvaluator(pl_module, trainer).check_forget([(x, y, None)])
         (self.out / f"forget_rank{rank}.json").write_text(json.dumps(values))
 
 

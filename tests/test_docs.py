@@ -34,7 +34,7 @@ from lightning_unlearn.cli import main, shipped_configs
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.losses import FORGET_LOSS_KINDS
 from lightning_unlearn.plugins import FisherEdit, LastLayerEdit
-from lightning_unlearn.request import Request
+from lightning_unlearn.request import Request, RequestContext
 from tests.conftest import forget_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,8 +159,8 @@ def _check_plugin(namespace: dict[str, Any]) -> None:
     terms: list[float] = []
     loss_term = plugin.loss_term
 
-    def counted(module: UnlearningModule) -> Tensor:
-        term = loss_term(module)
+    def counted(ctx: RequestContext) -> Tensor:
+        term = loss_term(ctx)
         terms.append(float(term.detach()))
         return term
 
@@ -171,6 +171,8 @@ def _check_plugin(namespace: dict[str, Any]) -> None:
     trainer.fit(module, loader)
     assert callback.summary is not None and callback.summary.unlearned
     assert len(terms) == callback.summary.steps >= 1 and terms[0] == 0.0  # added at every step, from θ₀ on
+    assert callback.summary.plugins["hold_head"]["moved"] > 0.0  # its outcome, in its part of the summary
+    assert "train/hold_head" in trainer.callback_metrics
     assert plugin._reference is None  # torn down at the end of the request
 
 
@@ -308,7 +310,8 @@ def test_digits_config_runs_with_the_readme_retained_sample(
     [summary] = json.loads((tmp_path / "summary.json").read_text())["requests"]
     assert summary["unlearned"] and summary["k"] == 2 and summary["steps"] <= 5
     [receipt] = (tmp_path / "unlearn_output" / "fit_digits" / "receipts").glob("*.json")
-    assert json.loads(receipt.read_text())["method"]["retain"] == {"weight": 10.0, "batch_size": 64, "size": 70}
+    retain = json.loads(receipt.read_text())["method"]["plugins"]["retain_distill"]
+    assert retain == {"weight": 10.0, "batch_size": 64, "size": 70}
     assert (tmp_path / "unlearned_classifier.pt").is_file()
 
 
@@ -417,12 +420,12 @@ def test_readme_quotes_the_warnings_and_the_strategy_refusal(digits: Split) -> N
     x = digits.x_train[:4].unsqueeze(1)  # volumes [4, 1, 1, 8, 8]: no copies for them
     request = Request(0, 4, (x, digits.y_train[:4], None), {}, seed=0)
     with pytest.warns(UserWarning) as record:
-        assert len(ShiftedCopies().make_inputs(request, None, None)) == 0  # type: ignore[arg-type]
+        assert len(ShiftedCopies().make_inputs(RequestContext(request, None, None))) == 0  # type: ignore[arg-type]
     _in_readme(str(record[0].message))
     request = Request(0, 4, (digits.x_train[:4], digits.y_train[:4], None), {}, seed=0)
     module = UnlearningModule(nn.Sequential(nn.Conv2d(1, 10, 8), nn.Flatten()), num_classes=10)  # no nn.Linear
     with pytest.warns(UserWarning) as record:
-        LastLayerEdit().setup(request, module, None)  # type: ignore[arg-type]
+        LastLayerEdit().setup(RequestContext(request, module, None))  # type: ignore[arg-type]
     _in_readme(str(record[0].message))
 
     trainer = SimpleNamespace(strategy=FSDPStrategy.__new__(FSDPStrategy))  # refused before anything else is read

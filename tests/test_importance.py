@@ -122,7 +122,8 @@ def test_mask_scales_gradients_inside_fit(digits: Split, digits_cnn: nn.Module, 
     expected_scores = importance.normalize(importance.estimate_sum(copy.deepcopy(digits_cnn), x), len(x))
     pretrained = {n: p.detach().clone() for n, p in digits_cnn.named_parameters()}
     callback, before, after = _fit_recording(digits, digits_cnn, importance)
-    scores = callback.importance_scores
+    assert callback.importance is not None
+    scores = callback.importance.scores
     assert scores is not None
     for name, value in expected_scores.items():
         torch.testing.assert_close(scores[name], value)
@@ -146,7 +147,7 @@ def test_mask_scales_gradients_inside_fit(digits: Split, digits_cnn: nn.Module, 
 
 def test_penalty_is_a_loss_term_and_leaves_gradients_alone(digits: Split, digits_cnn: nn.Module) -> None:
     callback, before, after = _fit_recording(digits, digits_cnn, MASImportance(use="penalty", strength=1.0))
-    assert callback.importance_scores is not None
+    assert callback.importance is not None and callback.importance.scores is not None
     for step in range(3):
         assert "importance_penalty" in before.terms[step]
         for name, grad in before.grads[step].items():

@@ -171,3 +171,38 @@ def test_the_last_logged_point_is_the_request_outcome_whatever_log_every_n_steps
     for name in ("retain/acc", "test/acc", "mia/efficacy", "anchor/agreement"):
         assert last[name] == pytest.approx(summary.after[name])
     assert last["test/drop"] == pytest.approx(summary.before["test/acc"] - summary.after["test/acc"])
+
+
+class _Validated(L.Callback):
+    """After each validation (after InstanceUnlearning's hooks): the logged accuracy and drop of ``test``."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[float, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self.logged.append((float(metrics["test/acc"]), float(metrics["test/drop"])))
+
+
+def test_each_validation_logs_and_traces_its_own_accuracy_and_drop(digits, digits_cnn) -> None:
+    """The request's evaluator turns each validation's logits into ``{name}/acc`` and ``{name}/drop`` (reference: the
+    original weights); the trace holds the same validation's accuracy. With ``num_sanity_val_steps=0`` and a first
+    epoch that does not validate, the reference is still measured at the start."""
+    index = forget_indices(len(digits.y_train), 8, seed=1)
+    evaluation = {"test": _evaluation_sets(digits, index)["test"]}
+    callback = InstanceUnlearning(fisher_edit=None, anchors=None, shifted_copies=None, edit=None, max_steps=6, seed=0)
+    spy = _Validated()
+    kwargs = {**quiet_trainer_kwargs(), "num_sanity_val_steps": 0, "check_val_every_n_epoch": 2}
+    trainer = L.Trainer(max_epochs=-1, callbacks=[callback, spy], **kwargs)
+    module = UnlearningModule(copy.deepcopy(digits_cnn), num_classes=10, lr=3e-5)  # slow: all six steps run
+    forget = ForgetSet(digits.x_train[index], digits.y_train[index])
+    with pytest.warns(UserWarning, match="still remembered after 6 steps"):
+        trainer.fit(module, DataLoader(forget, batch_size=8), val_dataloaders=evaluation)
+    summary = callback.summary
+    assert summary is not None and summary.steps == 6 and "test/acc" in summary.before
+    traced = [point["test/acc"] for point in callback.trace if "test/acc" in point]
+    assert len(spy.logged) == len(traced) == 3  # validations after steps 2, 4 and 6
+    assert [acc for acc, _ in spy.logged] == pytest.approx(traced)
+    assert [drop for _, drop in spy.logged] == pytest.approx([summary.before["test/acc"] - acc for acc in traced])
+    assert not any(name.endswith("/drop") for point in callback.trace for name in point)

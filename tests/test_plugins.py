@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, UnlearningModule
 from lightning_unlearn.plugins import UnlearningPlugin
+from lightning_unlearn.request import RequestContext
 from tests.conftest import forget_indices, quiet_trainer_kwargs
 
 
@@ -19,6 +20,7 @@ class HoldHead(UnlearningPlugin):
     """Keeps the last layer near its original weights; records its lifecycle."""
 
     name = "hold_head"
+    adds_loss = True
 
     def __init__(self, weight: float = 1.0) -> None:
         self.weight = weight
@@ -26,28 +28,28 @@ class HoldHead(UnlearningPlugin):
         self._calls: list[str] = []  # private: kept out of hparams()
         self._setup_request: object = None
 
-    def setup(self, request, module, trainer) -> None:
+    def setup(self, ctx) -> None:
         self._calls.append("setup")
-        self._setup_request = request
-        self._reference = [p.detach().clone() for p in module.classifier[-1].parameters()]
+        self._setup_request = ctx.request
+        self._reference = [p.detach().clone() for p in ctx.module.classifier[-1].parameters()]
 
-    def loss_term(self, module) -> Tensor:
+    def loss_term(self, ctx) -> Tensor:
         assert self._reference is not None
-        head = module.classifier[-1].parameters()
+        head = ctx.module.classifier[-1].parameters()
         return self.weight * sum((p - r).pow(2).sum() for p, r in zip(head, self._reference))
 
-    def before_optimizer_step(self, module) -> None:
+    def before_optimizer_step(self, ctx) -> None:
         if self._calls[-1] != "step":
             self._calls.append("step")
 
-    def measure(self, module) -> dict[str, float]:
+    def measure(self, ctx) -> dict[str, float]:
         return {
             "head/moved": float(
-                sum((p - r).abs().sum() for p, r in zip(module.classifier[-1].parameters(), self._reference or []))
+                sum((p - r).abs().sum() for p, r in zip(ctx.module.classifier[-1].parameters(), self._reference or []))
             )
         }
 
-    def teardown(self, module) -> None:
+    def teardown(self, ctx) -> None:
         self._calls.append("teardown")
         self._reference = None
 
@@ -66,7 +68,7 @@ def test_a_user_plugin_runs_inside_the_request(digits, digits_cnn) -> None:
     callback = InstanceUnlearning(
         anchors=None, shifted_copies=None, fisher_edit=None, edit=None, max_steps=200, seed=0, plugins=[plugin]
     )
-    assert callback.plugins == [plugin] and plugin.adds_loss()
+    assert callback.plugins == [plugin] and plugin.adds_loss
     trainer = L.Trainer(max_epochs=-1, callbacks=[callback, spy], **quiet_trainer_kwargs())
     module = UnlearningModule(digits_cnn, num_classes=10)
     trainer.fit(module, DataLoader(ForgetSet(digits.x_train[index], digits.y_train[index]), batch_size=4))
@@ -88,11 +90,12 @@ def test_plugin_names_must_be_unique_and_plugins_typed() -> None:
 def test_the_base_plugin_does_nothing(digits_cnn) -> None:
     plugin = UnlearningPlugin()
     module = UnlearningModule(digits_cnn, num_classes=10)
-    assert not plugin.adds_loss() and plugin.loss_term(module) is None
-    assert plugin.measure(module) == {} and plugin.step_metrics() == {} and plugin.state_dict() == {}
-    assert plugin.scale_protection(0.5) is None
+    ctx = RequestContext(None, module, None)  # type: ignore[arg-type]
+    assert not plugin.adds_loss and not plugin.edits_at_begin and plugin.loss_term(ctx) is None
+    assert plugin.measure(ctx) == {} and plugin.step_metrics(ctx) == {} and plugin.state_dict() == {}
+    assert plugin.on_stall(ctx) is None
     before = [p.detach().clone() for p in digits_cnn.parameters()]
-    plugin.before_optimizer_step(module)
+    plugin.before_optimizer_step(ctx)
     assert all(torch.equal(a, b) for a, b in zip(before, digits_cnn.parameters()))
 
 
@@ -108,8 +111,8 @@ def test_receipts_name_extra_plugins_with_their_plain_settings(digits, digits_cn
     module = UnlearningModule(digits_cnn, num_classes=10, lr=1e-3)
     trainer.fit(module, DataLoader(ForgetSet(digits.x_train[index], digits.y_train[index]), batch_size=4))
     method = read_receipt(callback.receipts[0]).method
-    assert method["anchors"] is None and method["importance"] is None
-    assert method["plugins"] == {"l1": {"strength": 1e-5}, "retain_loss": {"weight": 0.5}}  # the loader stays out
+    assert sorted(method["plugins"]) == ["fisher_edit", "l1", "last_layer_edit", "retain_loss", "shifted_copies"]
+    assert method["plugins"]["l1"] == {"strength": 1e-5} and method["plugins"]["retain_loss"] == {"weight": 0.5}
 
 
 def test_the_fisher_edit_finishes_a_default_request_before_any_step(digits, digits_cnn) -> None:
@@ -137,3 +140,26 @@ def test_without_the_fisher_edit_the_request_takes_steps(digits, digits_cnn) -> 
     trainer.fit(UnlearningModule(digits_cnn, num_classes=10), forget)
     assert [p.name for p in callback.plugins] == ["anchor_loss", "shifted_copies", "last_layer_edit"]
     assert callback.summary is not None and callback.summary.steps > 0 and callback.summary.unlearned
+
+
+def test_one_factory_orders_every_plugin_and_declares_what_each_does() -> None:
+    from lightning_unlearn import MASImportance
+    from lightning_unlearn.baselines import L1Sparse
+
+    with pytest.warns(UserWarning, match="keep_forget_data=True"):
+        callback = InstanceUnlearning(
+            importance=MASImportance(use="mask"),
+            retain=torch.rand(5, 1, 8, 8),
+            keep_forget_data=True,
+            plugins=[L1Sparse()],
+        )
+    names = [p.name for p in callback.plugins]
+    assert names == [
+        "anchor_loss", "importance_penalty", "shifted_copies", "retain_distill", "fisher_edit", "last_layer_edit",
+        "replay", "l1",
+    ]  # fmt: skip
+    assert callback.plugins[:6] == [p for p in callback.parts if p is not None]
+    assert callback.anchors is callback.plugins[0] and callback.retain is callback.plugins[3]
+    adds = [p.name for p in callback.plugins if p.adds_loss]
+    assert adds == ["anchor_loss", "shifted_copies", "retain_distill", "replay", "l1"]  # a mask adds no term
+    assert [p.name for p in callback.plugins if p.edits_at_begin] == ["fisher_edit"]

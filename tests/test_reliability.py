@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_unlearn import ForgetSet, InstanceUnlearning, MASImportance, PGDAnchors, UnlearningModule
 from lightning_unlearn.cli import main as cli_main
+from lightning_unlearn.evaluation import accuracies
 from lightning_unlearn.io import json_safe
 from lightning_unlearn.receipts import model_hash, read_receipt, write_receipt
 from tests.conftest import forget_indices, fresh_launch_env, quiet_trainer_kwargs
@@ -83,8 +84,9 @@ class _CaptureAnchors(Callback):
         self.anchors: torch.Tensor | None = None
 
     def on_train_batch_end(self, *args: object) -> None:
-        if self.anchors is None and self.unlearning.anchor_pool is not None:
-            self.anchors = self.unlearning.anchor_pool.inputs.detach().cpu().clone()
+        pool = self.unlearning.anchors.pool if self.unlearning.anchors is not None else None
+        if self.anchors is None and pool is not None:
+            self.anchors = pool.inputs.detach().cpu().clone()
 
 
 def _contains(haystack: torch.Tensor, needle: torch.Tensor) -> bool:
@@ -367,19 +369,19 @@ def _resumable_fit(digits, classifier, tmp_path: Path, ckpt_path: str | None = N
 
 
 def test_resume_mid_request_measures_the_reference_on_the_original_weights(digits, digits_cnn, tmp_path) -> None:
-    """The callback's ``on_train_start`` runs before the module's: on resume the partly unlearned weights are loaded
-    first. The reference accuracy, ``summary.before`` and the final weights must still equal an uninterrupted run's."""
+    """On resume the partly unlearned weights are loaded first. The reference accuracy (``summary.before``, which
+    ``{name}/drop`` and ``max_drop`` read) and the final weights must still equal an uninterrupted run's."""
     fresh = copy.deepcopy(digits_cnn)
-    straight, straight_module = _resumable_fit(digits, digits_cnn, tmp_path / "straight")
+    straight, _ = _resumable_fit(digits, digits_cnn, tmp_path / "straight")
     summary = straight.summary
     assert summary is not None and summary.unlearned and summary.steps > 4
-    assert straight_module.reference_accuracy["retain"] == 1.0
-    resumed, resumed_module = _resumable_fit(
+    assert accuracies(summary.before)["retain"] == 1.0
+    resumed, _ = _resumable_fit(
         digits, fresh, tmp_path / "resumed", ckpt_path=str(tmp_path / "straight" / "ckpt" / "step=4.ckpt")
     )
     again = resumed.summary
     assert again is not None and again.unlearned
-    assert resumed_module.reference_accuracy == straight_module.reference_accuracy
+    assert accuracies(again.before) == accuracies(summary.before)
     assert json_safe(again.before) == json_safe(summary.before) and again.before["retain/acc"] == 1.0
     assert (again.steps, again.anchors, again.remaining_before) == (summary.steps, summary.anchors, 12)
     assert json_safe(again.after) == json_safe(summary.after)

@@ -6,44 +6,53 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import lightning as L
     from torch import Tensor
 
     from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class UnlearningPlugin:
     """One part of an unlearning method, run by :class:`~lightning_unlearn.InstanceUnlearning` inside each request.
 
-    The lifecycle of a request, and what a plugin may do at each point (override only what you need):
+    Every hook receives the same :class:`~lightning_unlearn.request.RequestContext` ``ctx``: ``ctx.request`` (the
+    :class:`~lightning_unlearn.request.Request`: forget set, seed, protected inputs, summary), ``ctx.module`` (the
+    :class:`~lightning_unlearn.UnlearningModule`) and ``ctx.trainer``. The lifecycle of a request, and what a plugin
+    may do at each point (override only what you need):
 
     1. :meth:`setup` once at the start, with the classifier holding its **original** weights (also when a request
        resumes from a checkpoint): generate, estimate or cache what the plugin needs from the forget set
-       (``request.forget``; ``request.kept`` holds earlier requests' sets with ``keep_forget_data``) and the model,
-       e.g. the pre-trained outputs a distillation term needs. Reduce across processes through ``trainer.strategy``
-       where a value must agree on every process; draw randomness from ``request.generator(offset)`` (seeded per
-       request and process; :class:`~lightning_unlearn.PGDAnchors` takes offsets 0 and 1, pick others). The
-       reference metrics (``request.before``) are measured after every plugin's setup, so they include your
-       :meth:`measure`.
-    2. :meth:`begin` once, after the reference metrics were measured and before the first step: a chance to change
-       the weights in closed form (the Fisher edit lives here; a request it finishes takes no step).
-    3. :meth:`loss_term` at every training step: a scalar (already weighted) added to the forget loss and logged as
-       ``train/{name}``, or ``None`` for no term. Its gradient counts as *protection*
-       (``UnlearningModule(project_gradients=True)`` removes the part of the forget gradient that fights it).
+       (``ctx.request.forget``; ``ctx.request.kept`` holds earlier requests' sets with ``keep_forget_data``) and the
+       model. Reduce across processes through ``ctx.trainer.strategy`` where a value must agree on every process; draw
+       randomness from ``ctx.request.generator(offset)`` (seeded per request and process;
+       :class:`~lightning_unlearn.PGDAnchors` takes offsets 0 and 1, pick others). The reference metrics
+       (``ctx.request.before``) are measured after every plugin's setup, so they include your :meth:`measure`.
+    2. :meth:`begin` once, after the reference metrics were measured and before the first step, for plugins that
+       declare :attr:`edits_at_begin`: a chance to change the weights in closed form (the Fisher edit lives here; a
+       request it finishes takes no step).
+    3. :meth:`loss_term` at every training step, for plugins that declare :attr:`adds_loss`: a scalar (already
+       weighted) added to the forget loss and logged as ``train/{name}``, or ``None`` for no term. Its gradient counts
+       as *protection* (``UnlearningModule(project_gradients=True)`` removes the part of the forget gradient that
+       fights it).
     4. :meth:`before_optimizer_step` after backward (gradients unscaled and all-reduced): edit gradients in place.
     5. :meth:`measure` at the start and end of the request and at each validation: values for the summary and logs;
-       :meth:`step_metrics` at each logging step.
+       :meth:`step_metrics` at each logging step; :meth:`on_stall` when forgetting stalls.
     6. :meth:`finish` once the steps are over (budget spent or every instance unlearned), before the verdict: a last
        chance to change the weights (the closed-form edit that finishes a request lives here).
     7. :meth:`teardown` at the end (success, failure or exception): drop per-request state.
 
-    :meth:`state_dict` / :meth:`load_state_dict` save and restore what a resumed request needs (``load_state_dict``
-    runs before :meth:`setup`: keep the values and apply them there). :meth:`hparams` (public attributes by default)
-    goes into deletion receipts; keep per-request state in ``_private`` attributes so it stays out of them.
+    Outcomes of the request (counts, rates, which result was kept) go into the plugin's own part of the summary:
+    ``ctx.request.summary.record(self.name, key=value)`` (read back as ``summary.plugins[name]``). :meth:`state_dict`
+    / :meth:`load_state_dict` save and restore what a resumed request needs (``load_state_dict`` runs before
+    :meth:`setup`: keep the values and apply them there). :meth:`hparams` (public attributes by default) goes into
+    deletion receipts under the plugin's :attr:`name`; keep per-request state in ``_private`` attributes so it stays
+    out of them.
 
     Attributes:
-        name: the loss term's name (logged as ``train/{name}``); unique among a callback's plugins.
+        name: the plugin's name (its loss term is logged as ``train/{name}``); unique among a callback's plugins.
+        adds_loss: whether :meth:`loss_term` is registered with the module (declare it in your subclass).
+        edits_at_begin: whether :meth:`begin` may change the weights (the request then checks the forget set again
+            before the first step).
         supports_distributed: whether the plugin is correct under data-parallel strategies (DDP).
 
     Examples:
@@ -52,18 +61,19 @@ class UnlearningPlugin:
         >>> import torch
         >>> class HoldBias(UnlearningPlugin):
         ...     name = "hold_bias"
+        ...     adds_loss = True
         ...
         ...     def __init__(self, weight: float = 1.0) -> None:
         ...         self.weight = weight
         ...         self._reference: torch.Tensor | None = None
         ...
-        ...     def setup(self, request, module, trainer):
-        ...         self._reference = module.classifier[-1].bias.detach().clone()
+        ...     def setup(self, ctx):
+        ...         self._reference = ctx.module.classifier[-1].bias.detach().clone()
         ...
-        ...     def loss_term(self, module):
-        ...         return self.weight * (module.classifier[-1].bias - self._reference).pow(2).sum()
+        ...     def loss_term(self, ctx):
+        ...         return self.weight * (ctx.module.classifier[-1].bias - self._reference).pow(2).sum()
         ...
-        ...     def teardown(self, module):
+        ...     def teardown(self, ctx):
         ...         self._reference = None
         >>> from lightning_unlearn import InstanceUnlearning
         >>> callback = InstanceUnlearning(plugins=[HoldBias(weight=0.1)])
@@ -74,47 +84,43 @@ class UnlearningPlugin:
     """
 
     name: str = "plugin"
+    adds_loss: bool = False
+    edits_at_begin: bool = False
     supports_distributed: bool = True
 
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        """Prepare for ``request`` (classifier at its original weights; every process calls it together)."""
+    def setup(self, ctx: RequestContext) -> None:
+        """Prepare for the request (classifier at its original weights; every process calls it together)."""
 
-    def begin(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        """Change the weights before the first step, if the plugin does so (every process calls it together; not
-        called again when a request resumes from a checkpoint).
+    def begin(self, ctx: RequestContext) -> None:
+        """Change the weights before the first step (with :attr:`edits_at_begin`; every process calls it together;
+        not called again when a request resumes from a checkpoint).
         """
 
-    def loss_term(self, module: UnlearningModule) -> Tensor | None:
-        """This step's loss term (a weighted scalar), or ``None`` for none."""
+    def loss_term(self, ctx: RequestContext) -> Tensor | None:
+        """This step's loss term (a weighted scalar), or ``None`` for none (with :attr:`adds_loss`)."""
         return None
 
-    def adds_loss(self) -> bool:
-        """Whether :meth:`loss_term` contributes a term (registered with the module as ``name``); by default,
-        whether the subclass overrides :meth:`loss_term`.
-        """
-        return type(self).loss_term is not UnlearningPlugin.loss_term
+    def before_optimizer_step(self, ctx: RequestContext) -> None:
+        """Edit the gradients of ``ctx.module.classifier`` in place before the optimizer step."""
 
-    def before_optimizer_step(self, module: UnlearningModule) -> None:
-        """Edit the gradients of ``module.classifier`` in place before the optimizer step."""
-
-    def measure(self, module: UnlearningModule) -> dict[str, float]:
+    def measure(self, ctx: RequestContext) -> dict[str, float]:
         """Values to report in the request summary (``before``/``after``) and at each validation."""
         return {}
 
-    def step_metrics(self) -> dict[str, float]:
+    def step_metrics(self, ctx: RequestContext) -> dict[str, float]:
         """Values to log at each logging step (e.g. ``train/anchor_scale``)."""
         return {}
 
-    def scale_protection(self, factor: float) -> float | None:
-        """Scale this plugin's protective weight by ``factor`` (the stall rule); returns the new scale, or ``None``
-        if the plugin has no weight to scale.
+    def on_stall(self, ctx: RequestContext) -> float | None:
+        """Forgetting has stalled (the stall rule): lower this plugin's protective weight if it has one; returns the
+        new scale, or ``None`` if nothing changed.
         """
         return None
 
-    def finish(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+    def finish(self, ctx: RequestContext) -> None:
         """Change the final weights, if the plugin does so (every process calls it together, after the last step)."""
 
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         """Drop per-request state at the end of the request."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -151,6 +157,10 @@ class ScaledProtection(UnlearningPlugin):
     def scale(self) -> float:
         """The factor the stall rule has applied to the weight in the current (or last) request."""
         return self._scale
+
+    def on_stall(self, ctx: RequestContext) -> float | None:
+        """Halve the weight (at least :attr:`MIN_SCALE`); the new scale if it changed."""
+        return self.scale_protection(0.5)
 
     def scale_protection(self, factor: float) -> float | None:
         """Multiply the weight by ``factor`` (at least :attr:`MIN_SCALE`); the new scale if it changed."""

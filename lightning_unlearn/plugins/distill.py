@@ -13,10 +13,7 @@ from typing_extensions import override
 from lightning_unlearn.plugins.held import HeldOutputs
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 RetainSource = Tensor | Dataset | DataLoader | Iterable[Any]
 
@@ -56,9 +53,10 @@ class RetainDistillation(HeldOutputs):
         self.size: int | None = _length(retain)
 
     @override
-    def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
+    def make_inputs(self, ctx: RequestContext) -> Tensor:
+        trainer = ctx.trainer
         inputs, self.size = _read(self._source, trainer.global_rank, max(trainer.world_size, 1))
-        return inputs.to(module.device)
+        return inputs.to(ctx.module.device)
 
 
 def retained_inputs(source: RetainSource, rank: int = 0, world_size: int = 1) -> Tensor:

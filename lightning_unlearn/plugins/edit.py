@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import lightning as L
 
     from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class LastLayerEdit(UnlearningPlugin):
@@ -84,7 +84,8 @@ class LastLayerEdit(UnlearningPlugin):
         self._ready = False
 
     @override
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+    def setup(self, ctx: RequestContext) -> None:
+        request, module = ctx.request, ctx.module
         self._ready = last_linear(module.classifier) is not None
         if not self._ready:
             rank_zero_warn("LastLayerEdit needs an nn.Linear classification head; the classifier has none: it is off.")
@@ -96,15 +97,16 @@ class LastLayerEdit(UnlearningPlugin):
             self._proxy = (probe, predict(module.classifier, probe))
 
     @override
-    def finish(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+    def finish(self, ctx: RequestContext) -> None:
         if not self._ready:
             return
+        request, module, trainer = ctx.request, ctx.module, ctx.trainer
         classifier = module.classifier
         x, y, t, protected = gather_request(trainer, request)
         remaining = int((~is_unlearned(predict(classifier, x), y, t)).sum())
         if remaining == 0 and not (self.select and request.steps > 0 and self._proxy is not None):
-            before = request.summary.finished_by  # a request finished before any step keeps what finished it
-            request.summary.finished_by = before if request.steps == 0 and before is not None else "steps"
+            if request.steps > 0 or request.summary.finished_by is None:  # else: finished before any step, kept
+                request.summary.record(self.name, finished_by="steps")
             return
         stepped = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
         head = last_linear(classifier)
@@ -125,7 +127,7 @@ class LastLayerEdit(UnlearningPlugin):
         elif remaining > 0 and left >= remaining:
             start, left, weights = "none", remaining, stepped  # the edit did not help: keep what the steps reached
         classifier.load_state_dict(weights)
-        request.summary.finished_by = {"reached": "steps+edit", "original": "edit"}.get(start, start)
+        request.summary.record(self.name, finished_by={"reached": "steps+edit", "original": "edit"}.get(start, start))
         if remaining > 0:
             rank_zero_info(
                 f"Unlearning request {request.summary.request}: {remaining} of {len(y)} instances were still remembered"
@@ -161,5 +163,5 @@ class LastLayerEdit(UnlearningPlugin):
         return float(sums[0] / sums[1].clamp_min(1))
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         self._proxy = None

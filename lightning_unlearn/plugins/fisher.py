@@ -13,10 +13,7 @@ from lightning_unlearn.functional.fisher import editable_layers, fisher_edit
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class FisherEdit(UnlearningPlugin):
@@ -51,6 +48,7 @@ class FisherEdit(UnlearningPlugin):
     """
 
     name = "fisher_edit"
+    edits_at_begin = True
 
     def __init__(self, layers: int = 3, margin: float = 0.1, lam: float = 1e-2, iterations: int = 20) -> None:
         for arg, value in (("layers", layers), ("iterations", iterations)):
@@ -66,7 +64,8 @@ class FisherEdit(UnlearningPlugin):
         self.iterations = int(iterations)
 
     @override
-    def begin(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+    def begin(self, ctx: RequestContext) -> None:
+        request, module, trainer = ctx.request, ctx.module, ctx.trainer
         if not editable_layers(module.classifier, self.layers):
             rank_zero_warn(
                 "FisherEdit needs nn.Linear or nn.Conv1d/nn.Conv2d layers; the classifier has none: it is off."
@@ -89,7 +88,7 @@ class FisherEdit(UnlearningPlugin):
             generator=torch.Generator().manual_seed(seed + 60),
         )
         if left == 0:
-            request.summary.finished_by = "fisher_edit"
+            request.summary.record(self.name, finished_by="fisher_edit")
         rank_zero_info(
             f"Unlearning request {request.summary.request}: the Fisher edit of the last {self.layers} layers left"
             f" {left} of {len(y)} instances for the steps."

@@ -14,17 +14,16 @@ from lightning_unlearn.plugins.base import ScaledProtection, zero_term
 from lightning_unlearn.spawn import SpawnSafeGenerators
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Generator: see spawn.py
     """Distil the pre-trained model's outputs on a pool of inputs while a request unlearns (KL divergence to the
     pre-trained softmax, on ``batch_size`` inputs drawn at every step).
 
-    Subclasses say which inputs with :meth:`make_inputs`; the pool is built in :meth:`setup` on the original weights,
+    Subclasses say which inputs with :meth:`make_inputs` (or build inputs and reference logits together with
+    :meth:`make_pool`, and change the loss with :meth:`held_loss`); the pool is built in :meth:`setup` on the original
+    weights,
     added to ``request.protected`` (the inputs whose outputs the request should change least, read by
     :class:`~lightning_unlearn.plugins.LastLayerEdit`) and dropped at the end of the request: never checkpointed.
 
@@ -38,6 +37,7 @@ class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Gener
     """
 
     name = "held_outputs"
+    adds_loss = True
 
     def __init__(self, weight: float, batch_size: int, generator_offset: int) -> None:
         if weight < 0:
@@ -51,9 +51,23 @@ class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Gener
         self._logits: Tensor | None = None
         self._generator = torch.Generator()
 
-    def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
+    def make_inputs(self, ctx: RequestContext) -> Tensor:
         """The pool's inputs (this process's share), on the module's device."""
         raise NotImplementedError
+
+    def make_pool(self, ctx: RequestContext) -> tuple[Tensor, Tensor | None]:
+        """The pool's inputs and the pre-trained logits on them (``None`` for an empty pool); by default
+        :meth:`make_inputs` and one pass of the classifier.
+        """
+        inputs = self.make_inputs(ctx)
+        return inputs, predict(ctx.module.classifier, inputs) if len(inputs) else None
+
+    def held_loss(self, logits: Tensor, index: Tensor) -> Tensor:
+        """The unweighted loss of the current ``logits`` on the pool inputs at ``index``: by default the KL divergence
+        to the pre-trained softmax.
+        """
+        assert self._logits is not None
+        return anchor_loss(logits.float(), self._logits[index], kind="kl")
 
     @property
     def inputs(self) -> Tensor | None:
@@ -61,28 +75,27 @@ class HeldOutputs(SpawnSafeGenerators, ScaledProtection):  # holds a torch.Gener
         return self._inputs
 
     @override
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        self._inputs = self.make_inputs(request, module, trainer)
-        self._logits = predict(module.classifier, self._inputs) if len(self._inputs) else None
-        request.protected.append(self._inputs)
-        self._generator = request.generator(self._offset)
+    def setup(self, ctx: RequestContext) -> None:
+        self._inputs, self._logits = self.make_pool(ctx)
+        ctx.request.protected.append(self._inputs)
+        self._generator = ctx.request.generator(self._offset)
         self._start_scale(self._generator)
 
     @override
-    def loss_term(self, module: UnlearningModule) -> Tensor:
+    def loss_term(self, ctx: RequestContext) -> Tensor:
         inputs, logits = self._inputs, self._logits
         if inputs is None or logits is None or len(inputs) == 0:  # an empty pool (DDP shard)
-            return zero_term(module)
+            return zero_term(ctx.module)
         index = torch.randint(0, len(inputs), (min(self.batch_size, len(inputs)),), generator=self._generator)
         index = index.to(inputs.device)
-        return self._scale * self.weight * anchor_loss(module(inputs[index]).float(), logits[index], kind="kl")
+        return self._scale * self.weight * self.held_loss(ctx.module(inputs[index]), index)
 
     @override
-    def step_metrics(self) -> dict[str, float]:
+    def step_metrics(self, ctx: RequestContext) -> dict[str, float]:
         return {} if self._inputs is None else {f"train/{self.name}_scale": self._scale}
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         self._inputs = self._logits = None
 
     @override

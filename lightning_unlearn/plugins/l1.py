@@ -11,7 +11,7 @@ from typing_extensions import override
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
-    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import RequestContext
 
 
 class L1Sparse(UnlearningPlugin):
@@ -29,6 +29,7 @@ class L1Sparse(UnlearningPlugin):
     """
 
     name = "l1"
+    adds_loss = True
 
     def __init__(self, strength: float = 5e-4) -> None:
         if strength < 0:
@@ -36,6 +37,6 @@ class L1Sparse(UnlearningPlugin):
         self.strength = float(strength)
 
     @override
-    def loss_term(self, module: UnlearningModule) -> Tensor:
-        params = [p for p in module.classifier.parameters() if p.requires_grad]
+    def loss_term(self, ctx: RequestContext) -> Tensor:
+        params = [p for p in ctx.module.classifier.parameters() if p.requires_grad]
         return self.strength * torch.stack([p.abs().sum() for p in params]).sum()

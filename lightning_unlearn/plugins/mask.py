@@ -12,10 +12,7 @@ from lightning_unlearn.functional.importance import apply_gradient_mask, gradien
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class WeightScores(UnlearningPlugin):
@@ -29,8 +26,8 @@ class WeightScores(UnlearningPlugin):
 
     Examples:
         >>> class Magnitude(WeightScores):
-        ...     def score_sums(self, request, module, trainer):
-        ...         return {n: p.detach().abs() for n, p in module.classifier.named_parameters()}, None
+        ...     def score_sums(self, ctx):
+        ...         return {n: p.detach().abs() for n, p in ctx.module.classifier.named_parameters()}, None
         >>> Magnitude().masks_gradients(), Magnitude().mask_fraction()
         (True, None)
     """
@@ -40,9 +37,7 @@ class WeightScores(UnlearningPlugin):
         self._mask: dict[str, Tensor] | None = None
         self._stash: dict[str, Tensor] | None = None
 
-    def score_sums(
-        self, request: Request, module: UnlearningModule, trainer: L.Trainer
-    ) -> tuple[dict[str, Tensor], float | None]:
+    def score_sums(self, ctx: RequestContext) -> tuple[dict[str, Tensor], float | None]:
         """Per-parameter score sums over this process's forget instances, and how many there were (``None``: the
         sums are used as they are, not averaged).
         """
@@ -62,12 +57,13 @@ class WeightScores(UnlearningPlugin):
         return self._scores
 
     @override
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
+    def setup(self, ctx: RequestContext) -> None:
+        module, trainer = ctx.module, ctx.trainer
         if self._stash is not None:
             self._scores = {n: v.to(module.device) for n, v in self._stash.items()}
             self._stash = None
         else:
-            sums, count = self.score_sums(request, module, trainer)
+            sums, count = self.score_sums(ctx)
             sums = {n: trainer.strategy.reduce(s, reduce_op="sum") for n, s in sums.items()}
             if count is not None:
                 total = trainer.strategy.reduce(torch.tensor(float(count), device=module.device), reduce_op="sum")
@@ -77,12 +73,12 @@ class WeightScores(UnlearningPlugin):
             self._mask = gradient_mask(self._scores, self.mask_fraction())
 
     @override
-    def before_optimizer_step(self, module: UnlearningModule) -> None:
+    def before_optimizer_step(self, ctx: RequestContext) -> None:
         if self._mask is not None:
-            apply_gradient_mask(dict(module.classifier.named_parameters()), self._mask)
+            apply_gradient_mask(dict(ctx.module.classifier.named_parameters()), self._mask)
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         self._mask = None
 
     @override

@@ -10,10 +10,7 @@ from typing_extensions import override
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import ForgetPart, Request
+    from lightning_unlearn.request import ForgetPart, RequestContext
 
 
 class ForgetReplay(UnlearningPlugin):
@@ -26,22 +23,23 @@ class ForgetReplay(UnlearningPlugin):
     """
 
     name = "replay"
+    adds_loss = True
 
     def __init__(self) -> None:
         self._parts: list[ForgetPart] = []
 
     @override
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        self._parts = list(request.kept)
+    def setup(self, ctx: RequestContext) -> None:
+        self._parts = list(ctx.request.kept)
 
     @override
-    def loss_term(self, module: UnlearningModule) -> Tensor | None:
+    def loss_term(self, ctx: RequestContext) -> Tensor | None:
         total: Tensor | None = None
         for x, y, t in self._parts:
-            term = module.forget_term(module(x), y, t)
+            term = ctx.module.forget_term(ctx.module(x), y, t)
             total = term if total is None else total + term
         return total
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         self._parts = []

@@ -12,7 +12,7 @@ from typing_extensions import override
 from lightning_unlearn.plugins.base import UnlearningPlugin
 
 if TYPE_CHECKING:
-    from lightning_unlearn.module import UnlearningModule
+    from lightning_unlearn.request import RequestContext
 
 
 class RetainLoss(UnlearningPlugin):
@@ -33,6 +33,7 @@ class RetainLoss(UnlearningPlugin):
     """
 
     name = "retain_loss"
+    adds_loss = True
 
     def __init__(self, retain: Iterable[Any], weight: float = 1.0) -> None:
         if weight < 0:
@@ -51,11 +52,11 @@ class RetainLoss(UnlearningPlugin):
             return next(self._iterator)
 
     @override
-    def loss_term(self, module: UnlearningModule) -> Tensor:
+    def loss_term(self, ctx: RequestContext) -> Tensor:
         batch = self._next()
-        x, y = batch[0].to(module.device), batch[1].to(module.device)
-        return self.weight * F.cross_entropy(module(x), y)
+        x, y = batch[0].to(ctx.module.device), batch[1].to(ctx.module.device)
+        return self.weight * F.cross_entropy(ctx.module(x), y)
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
+    def teardown(self, ctx: RequestContext) -> None:
         self._iterator = None

@@ -15,10 +15,7 @@ from lightning_unlearn.functional.pgd import eval_mode
 from lightning_unlearn.plugins.mask import WeightScores
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class SaliencyMask(WeightScores):
@@ -57,10 +54,9 @@ class SaliencyMask(WeightScores):
         return self.fraction
 
     @override
-    def score_sums(
-        self, request: Request, module: UnlearningModule, trainer: L.Trainer
-    ) -> tuple[dict[str, Tensor], float | None]:
-        x, y, _ = request.forget
+    def score_sums(self, ctx: RequestContext) -> tuple[dict[str, Tensor], float | None]:
+        x, y, _ = ctx.request.forget
+        module = ctx.module
         named = {n: p for n, p in module.classifier.named_parameters() if p.requires_grad}
         sums = {n: torch.zeros_like(p) for n, p in named.items()}
         with eval_mode(module.classifier), torch.enable_grad():

@@ -14,10 +14,7 @@ from lightning_unlearn.functional.neighbours import neighbour_copies
 from lightning_unlearn.plugins.held import HeldOutputs
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 
 class ShiftedCopies(HeldOutputs):
@@ -72,8 +69,8 @@ class ShiftedCopies(HeldOutputs):
         self.fill = float(fill)
 
     @override
-    def make_inputs(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> Tensor:
-        x = request.forget[0]
+    def make_inputs(self, ctx: RequestContext) -> Tensor:
+        x = ctx.request.forget[0]
         if x.dim() not in (2, 3, 4):
             rank_zero_warn(
                 f"ShiftedCopies needs [N, C, H, W] images, [N, C, L] signals or [N, D] feature vectors, got inputs of"
@@ -82,5 +79,5 @@ class ShiftedCopies(HeldOutputs):
             return x[:0]
         if len(x) == 0:
             return x
-        generator = request.generator(self._offset + 1)
+        generator = ctx.request.generator(self._offset + 1)
         return neighbour_copies(x, self.copies, generator, max_shift=self.max_shift, fill=self.fill)

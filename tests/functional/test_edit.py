@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_unlearn.anchors import PGDAnchors
+from lightning_unlearn import PGDAnchors
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.edit import edit_last_layer, last_linear, wanted_logit_change
 from lightning_unlearn.functional.evaluation import accuracy, predict

@@ -8,21 +8,12 @@ from typing import TYPE_CHECKING, Literal
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_unlearn.functional.importance import (
-    apply_gradient_mask,
-    gradient_mask,
-    importance_penalty,
-    mas_importance_sum,
-    normalize_importance,
-)
+from lightning_unlearn.functional.importance import importance_penalty, mas_importance_sum, normalize_importance
 from lightning_unlearn.functional.pgd import eval_mode
 from lightning_unlearn.plugins.mask import WeightScores
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_unlearn.module import UnlearningModule
-    from lightning_unlearn.request import Request
+    from lightning_unlearn.request import RequestContext
 
 ImportanceUse = Literal["penalty", "mask"]
 IMPORTANCE_USES: tuple[str, ...] = ("penalty", "mask")
@@ -87,11 +78,9 @@ class MASImportance(WeightScores):
     name = "importance_penalty"
 
     @override
-    def score_sums(
-        self, request: Request, module: UnlearningModule, trainer: L.Trainer
-    ) -> tuple[dict[str, Tensor], float | None]:
-        x = request.forget[0]
-        return self.estimate_sum(module.classifier, x), float(x.shape[0])
+    def score_sums(self, ctx: RequestContext) -> tuple[dict[str, Tensor], float | None]:
+        x = ctx.request.forget[0]
+        return self.estimate_sum(ctx.module.classifier, x), float(x.shape[0])
 
     @override
     def masks_gradients(self) -> bool:
@@ -102,26 +91,27 @@ class MASImportance(WeightScores):
         return self.top_fraction
 
     @override
-    def setup(self, request: Request, module: UnlearningModule, trainer: L.Trainer) -> None:
-        super().setup(request, module, trainer)
+    def setup(self, ctx: RequestContext) -> None:
+        super().setup(ctx)
         if self.use == "penalty":
             self._reference = {
-                n: p.detach().clone() for n, p in module.classifier.named_parameters() if p.requires_grad
+                n: p.detach().clone() for n, p in ctx.module.classifier.named_parameters() if p.requires_grad
             }
 
-    @override
-    def adds_loss(self) -> bool:
+    @property
+    def adds_loss(self) -> bool:  # type: ignore[override]
+        """Whether the importance is a penalty term (``use="penalty"``); a mask adds none."""
         return self.use == "penalty"
 
     @override
-    def loss_term(self, module: UnlearningModule) -> Tensor | None:
+    def loss_term(self, ctx: RequestContext) -> Tensor | None:
         if self._reference is None or self._scores is None:
             return None
-        return self.penalty(module.classifier, self._reference, self._scores)
+        return self.penalty(ctx.module.classifier, self._reference, self._scores)
 
     @override
-    def teardown(self, module: UnlearningModule) -> None:
-        super().teardown(module)
+    def teardown(self, ctx: RequestContext) -> None:
+        super().teardown(ctx)
         self._reference = None
 
     def estimate_sum(self, model: nn.Module, inputs: Tensor) -> dict[str, Tensor]:
@@ -138,12 +128,3 @@ class MASImportance(WeightScores):
         """The quadratic penalty for ``model``'s current parameters."""
         params = dict(model.named_parameters())
         return importance_penalty(params, reference, importance, self.strength)
-
-    def mask(self, importance: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The gradient multipliers of ``use="mask"``."""
-        return gradient_mask(importance, self.top_fraction)
-
-    @staticmethod
-    def apply_mask(model: nn.Module, mask: Mapping[str, Tensor]) -> None:
-        """Scale ``model``'s gradients in place by ``mask``."""
-        apply_gradient_mask(dict(model.named_parameters()), mask)
