@@ -15,6 +15,7 @@ pre-trained model (the reference a sequence should not fall below). Prints a mar
     python benchmarks/continual.py                                   # digits CNN, 5 requests of 16, seeds 0 1 2
     python benchmarks/continual.py --requests 10 --k 8 --settings default retain --union
     python benchmarks/continual.py --dataset mnist5k --model resnet18 --seeds 0 --settings default --union
+    python benchmarks/continual.py --classifier cbf_cnn1d --settings default retain --union   # 1-D signals
     python benchmarks/continual.py --requests 2 --k 2 --seeds 0 --max-steps 5 --smoke-anchors   # smoke (seconds)
 """
 
@@ -39,6 +40,7 @@ from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.evaluation import accuracy
 
 sys.path.insert(0, str(Path(__file__).parent))
+from classifiers import CLASSIFIERS  # the "every classifier" benchmark's classifiers (signals, tabular, ...)
 from unlearn_digits import MODELS, load_task, quiet_trainer  # the single-request benchmark's Trainer and models
 
 SETTINGS = ("default", "retain", "keep_forget_data")
@@ -97,7 +99,7 @@ def run_sequence(
     """One module and one callback serve every request in turn; returns a row per request."""
     classifier = copy.deepcopy(base)
     callback = make_callback(setting, retain, seed, args)
-    module = UnlearningModule(classifier, num_classes=10)
+    module = UnlearningModule(classifier, num_classes=split.num_classes)
     rows = []
     for r, (x, y) in enumerate(requests):
         started = time.perf_counter()
@@ -121,7 +123,7 @@ def run_union(
     classifier = copy.deepcopy(base)
     callback = make_callback(setting, retain, seed, args)
     started = time.perf_counter()
-    module = UnlearningModule(classifier, num_classes=10)
+    module = UnlearningModule(classifier, num_classes=split.num_classes)
     quiet_trainer(callback).fit(module, DataLoader(ForgetSet(x, y), batch_size=len(y)))
     return outcome_row(f"{setting} (union)", 0, x, y, [], classifier, callback, split, seed, started)
 
@@ -155,6 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
     parser.add_argument("--model", choices=list(MODELS), default="small_cnn")
+    parser.add_argument(
+        "--classifier", choices=list(CLASSIFIERS), help="a classifier of benchmarks/classifiers.py (overrides the above)"
+    )
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--k", type=int, default=16, help="instances per request")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -166,7 +171,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    split, base, _, _ = load_task(args.dataset, args.model)
+    if args.classifier:
+        task = CLASSIFIERS[args.classifier][1]()
+        split, base = task.split, task.classifier
+    else:
+        split, base, _, _ = load_task(args.dataset, args.model)
     pretrained = accuracy(base, split.x_test, split.y_test)
     rows: list[dict[str, Any]] = []
     n, used = len(split.y_train), args.requests * args.k
