@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=("digits", "mnist5k"), default="digits")
     parser.add_argument("--model", choices=list(MODELS), default="small_cnn")
     parser.add_argument(
-        "--classifier", choices=list(CLASSIFIERS), help="a classifier of benchmarks/classifiers.py (overrides the above)"
+        "--classifier", choices=list(CLASSIFIERS), help="a classifier of benchmarks/classifiers.py (overrides --model)"
     )
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--k", type=int, default=16, help="instances per request")
