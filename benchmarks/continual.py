@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_unlearn import ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
+from lightning_unlearn import FisherEdit, ForgetSet, InstanceUnlearning, PGDAnchors, UnlearningModule
 from lightning_unlearn.datasets import Split
 from lightning_unlearn.functional.evaluation import accuracy
 
@@ -49,8 +49,14 @@ SETTINGS = ("default", "retain", "keep_forget_data")
 def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> InstanceUnlearning:
     """The callback of one setting (one per sequence: it carries the request counter between requests)."""
     anchors = PGDAnchors(eps=1.0, per_instance=2, steps=2) if args.smoke_anchors else "default"
+    fisher: dict[str, Any] = {}
+    if args.fisher_restore is not None:
+        fisher["restore"] = args.fisher_restore
+    if args.fisher_margin is not None:
+        fisher["margin"] = args.fisher_margin
     return InstanceUnlearning(
         anchors=anchors,  # type: ignore[arg-type]
+        **({"fisher_edit": FisherEdit(**fisher)} if fisher else {}),
         max_steps=args.max_steps,
         keep_forget_data=setting == "keep_forget_data",
         retain=retain if setting == "retain" else None,
@@ -167,6 +173,8 @@ def main() -> None:
     parser.add_argument("--union", action="store_true", help="also one request of the union of the forget sets")
     parser.add_argument("--retain-fraction", type=float, default=0.05, help="retain: share of the rest of the data")
     parser.add_argument("--max-steps", type=int, default=1000, help="step budget per request (package default)")
+    parser.add_argument("--fisher-restore", type=int, help="FisherEdit(restore=...) (default: the package's)")
+    parser.add_argument("--fisher-margin", type=float, help="FisherEdit(margin=...) (default: the package's)")
     parser.add_argument("--smoke-anchors", action="store_true", help="tiny anchors (for the smoke test)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))
     args = parser.parse_args()

@@ -163,3 +163,28 @@ def test_one_factory_orders_every_plugin_and_declares_what_each_does() -> None:
     adds = [p.name for p in callback.plugins if p.adds_loss]
     assert adds == ["anchor_loss", "shifted_copies", "retain_distill", "replay", "l1"]  # a mask adds no term
     assert [p.name for p in callback.plugins if p.edits_at_begin] == ["fisher_edit"]
+
+
+def test_the_fisher_edit_restores_toward_the_weights_of_its_first_request(digits, digits_cnn) -> None:
+    from lightning_unlearn import FisherEdit
+
+    pretrained = {n: v.clone() for n, v in digits_cnn.state_dict().items()}
+    fisher = FisherEdit(restore=16)
+    assert fisher.reference is None and fisher.hparams()["restore"] == 16
+    callback = InstanceUnlearning(seed=0, fisher_edit=fisher, retain=digits.x_train[-40:])
+    module = UnlearningModule(digits_cnn, num_classes=10)
+    for seed in (0, 1):
+        idx = forget_indices(len(digits.y_train) - 40, 8, seed=seed)
+        trainer = L.Trainer(max_epochs=-1, callbacks=[callback], **quiet_trainer_kwargs())
+        trainer.fit(module, DataLoader(ForgetSet(digits.x_train[idx], digits.y_train[idx]), batch_size=8))
+        assert callback.summary is not None and callback.summary.unlearned
+        assert fisher.reference is not None
+        assert all(torch.equal(fisher.reference[n], v) for n, v in pretrained.items())  # not request 1's result
+    assert any(not torch.equal(v, pretrained[n]) for n, v in digits_cnn.state_dict().items())  # edited
+
+
+def test_the_fisher_edit_refuses_a_negative_restore() -> None:
+    from lightning_unlearn import FisherEdit
+
+    with pytest.raises(ValueError, match=re.escape("`restore` must be >= 0, got -1.")):
+        FisherEdit(restore=-1)

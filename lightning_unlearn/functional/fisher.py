@@ -142,6 +142,7 @@ def fisher_edit(
     lam: float = 1e-2,
     iterations: int = 20,
     generator: torch.Generator | None = None,
+    restore: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> int:
     """Apply the edit of the module docstring in place; returns how many instances are still not unlearned.
 
@@ -156,6 +157,9 @@ def fisher_edit(
         lam: damping of both Kronecker factors, relative to their mean eigenvalue.
         iterations: Gauss-Newton iterations at most (each re-linearises at the current weights).
         generator: CPU generator of the labels drawn for ``S``.
+        restore: ``(inputs, labels, margins)``: more constraints, each held input's margin for its label moved to the
+            given value (e.g. a reference model's margins on those inputs: the edit then also undoes earlier changes
+            there) while the forget instances are moved; ``None`` for none.
 
     Raises:
         ValueError: if the model has no editable layer or an argument is out of range.
@@ -178,6 +182,10 @@ def fisher_edit(
     factors = kfac_factors(model, chosen, protected if len(protected) else inputs, generator)
     inverses = [(damped_inverse(a, lam), damped_inverse(s, lam)) for a, s in factors]
     params = [p for layer in chosen for p in layer.parameters()]
+    k = len(inputs)
+    rows, row_labels = inputs, labels
+    if restore is not None:
+        rows, row_labels = torch.cat([inputs, restore[0]]), torch.cat([labels, restore[1]])
     with eval_mode(model):
         for _ in range(iterations):
             with torch.no_grad():
@@ -186,16 +194,20 @@ def fisher_edit(
             if not bool(active.any()):
                 break
             want = torch.where(active, -(current + margin), torch.zeros_like(current)).double()
+            if restore is not None:
+                with torch.no_grad():
+                    held = margins(model(restore[0]).float(), restore[1])
+                want = torch.cat([want, (restore[2].to(held) - held).double()])
             grads: list[list[Tensor]] = []
-            for i in range(len(inputs)):  # per-instance gradients of the margin, each layer as an [out, d] matrix
-                sliced = targets[i : i + 1] if targets is not None else None
-                value = margins(model(inputs[i : i + 1]).float(), labels[i : i + 1], sliced).sum()
+            for i in range(len(rows)):  # per-row gradients of the margin, each layer as an [out, d] matrix
+                sliced = targets[i : i + 1] if targets is not None and i < k else None
+                value = margins(model(rows[i : i + 1]).float(), row_labels[i : i + 1], sliced).sum()
                 found = torch.autograd.grad(value, params)
                 grads.append(_split(chosen, found))
-            gram = torch.zeros(len(inputs), len(inputs), dtype=torch.float64, device=inputs.device)
+            gram = torch.zeros(len(rows), len(rows), dtype=torch.float64, device=inputs.device)
             pre = []
             for j, (a_inv, s_inv) in enumerate(inverses):
-                g = torch.stack([row[j] for row in grads])  # [k, out, d]
+                g = torch.stack([row[j] for row in grads])  # [rows, out, d]
                 p = s_inv @ g @ a_inv
                 gram += g.flatten(1) @ p.flatten(1).T
                 pre.append(p)

@@ -56,3 +56,27 @@ def test_edits_1d_convolutions_of_a_signal_classifier() -> None:
 def test_a_model_without_editable_layers_is_refused() -> None:
     with pytest.raises(ValueError, match=re.escape("`model` has no nn.Linear, nn.Conv1d or nn.Conv2d layer to edit.")):
         fisher_edit(nn.Sequential(nn.Flatten()), torch.rand(2, 4), torch.tensor([0, 1]), torch.rand(4, 4))
+
+
+def test_restore_moves_held_margins_back_to_a_reference(digits: Split, digits_cnn: nn.Module) -> None:
+    reference = copy.deepcopy(digits_cnn)
+    held = digits.x_test[:48]
+    ref_logits = predict(reference, held)
+    labels = ref_logits.argmax(-1)
+    target = margins(ref_logits, labels)
+    first = forget_indices(len(digits.y_train), 24, seed=3)  # an earlier request: its edit moved the held margins
+    x1, y1 = _remembered(digits_cnn, digits.x_train[first], digits.y_train[first])
+    fisher_edit(digits_cnn, x1, y1, held, margin=1.0, generator=torch.Generator().manual_seed(0))
+    second = forget_indices(len(digits.y_train), 8, seed=4)
+    x2, y2 = _remembered(digits_cnn, digits.x_train[second], digits.y_train[second])
+    damaged = copy.deepcopy(digits_cnn)
+
+    def error(model: nn.Module) -> float:
+        return float((margins(predict(model, held), labels) - target).abs().mean())
+
+    plain, restored = copy.deepcopy(damaged), copy.deepcopy(damaged)
+    assert fisher_edit(plain, x2, y2, held, generator=torch.Generator().manual_seed(0)) == 0
+    gen = torch.Generator().manual_seed(0)
+    left = fisher_edit(restored, x2, y2, held, generator=gen, restore=(held, labels, target))
+    assert left == 0 and bool((predict(restored, x2).argmax(-1) != y2).all())
+    assert error(damaged) > 0.5 and error(restored) < 0.5 * min(error(plain), error(damaged))
