@@ -52,6 +52,8 @@ def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> Instanc
     fisher: dict[str, Any] = {}
     if args.fisher_restore is not None:
         fisher["restore"] = args.fisher_restore
+    if args.fisher_restore_toward is not None:
+        fisher["restore_toward"] = args.fisher_restore_toward
     if args.fisher_margin is not None:
         fisher["margin"] = args.fisher_margin
     return InstanceUnlearning(
@@ -174,6 +176,7 @@ def main() -> None:
     parser.add_argument("--retain-fraction", type=float, default=0.05, help="retain: share of the rest of the data")
     parser.add_argument("--max-steps", type=int, default=1000, help="step budget per request (package default)")
     parser.add_argument("--fisher-restore", type=int, help="FisherEdit(restore=...) (default: the package's)")
+    parser.add_argument("--fisher-restore-toward", help="FisherEdit(restore_toward=...)")
     parser.add_argument("--fisher-margin", type=float, help="FisherEdit(margin=...) (default: the package's)")
     parser.add_argument("--smoke-anchors", action="store_true", help="tiny anchors (for the smoke test)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))

@@ -183,8 +183,12 @@ def test_the_fisher_edit_restores_toward_the_weights_of_its_first_request(digits
     assert any(not torch.equal(v, pretrained[n]) for n, v in digits_cnn.state_dict().items())  # edited
 
 
-def test_the_fisher_edit_refuses_a_negative_restore() -> None:
+def test_the_fisher_edit_refuses_a_negative_restore_and_an_unknown_reference() -> None:
     from lightning_unlearn import FisherEdit
 
     with pytest.raises(ValueError, match=re.escape("`restore` must be >= 0, got -1.")):
         FisherEdit(restore=-1)
+    with pytest.raises(
+        ValueError, match=re.escape("`restore_toward` must be one of ('auto', 'pretrained', 'request')")
+    ):
+        FisherEdit(restore_toward="first")

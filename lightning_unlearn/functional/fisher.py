@@ -70,11 +70,6 @@ def _rows(layer: nn.Module, inputs: Tensor) -> Tensor:
     return rows.double()
 
 
-def _matrix(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> Tensor:
-    matrix = weight.reshape(weight.shape[0], -1)
-    return torch.cat([matrix, bias[:, None]], 1) if bias is not None else matrix
-
-
 def kfac_factors(
     model: nn.Module,
     layers: list[Editable],
@@ -181,7 +176,7 @@ def fisher_edit(
         raise ValueError(f"need iterations > 0, lam > 0, margin >= 0; got {iterations}, {lam}, {margin}.")
     factors = kfac_factors(model, chosen, protected if len(protected) else inputs, generator)
     inverses = [(damped_inverse(a, lam), damped_inverse(s, lam)) for a, s in factors]
-    params = [p for layer in chosen for p in layer.parameters()]
+    roots = [(torch.linalg.cholesky(a_inv), torch.linalg.cholesky(s_inv)) for a_inv, s_inv in inverses]
     k = len(inputs)
     rows, row_labels = inputs, labels
     if restore is not None:
@@ -198,23 +193,19 @@ def fisher_edit(
                 with torch.no_grad():
                     held = margins(model(restore[0]).float(), restore[1])
                 want = torch.cat([want, (restore[2].to(held) - held).double()])
-            grads: list[list[Tensor]] = []
-            for i in range(len(rows)):  # per-row gradients of the margin, each layer as an [out, d] matrix
-                sliced = targets[i : i + 1] if targets is not None and i < k else None
-                value = margins(model(rows[i : i + 1]).float(), row_labels[i : i + 1], sliced).sum()
-                found = torch.autograd.grad(value, params)
-                grads.append(_split(chosen, found))
+            row_targets = None
+            if targets is not None:
+                row_targets = torch.cat([targets, torch.full_like(row_labels[k:], -1)])
+            factors_of_rows = row_gradients(model, chosen, rows, row_labels, row_targets)
             gram = torch.zeros(len(rows), len(rows), dtype=torch.float64, device=inputs.device)
-            pre = []
-            for j, (a_inv, s_inv) in enumerate(inverses):
-                g = torch.stack([row[j] for row in grads])  # [rows, out, d]
-                p = s_inv @ g @ a_inv
-                gram += g.flatten(1) @ p.flatten(1).T
-                pre.append(p)
+            for (g, a), (l_a, l_s) in zip(factors_of_rows, roots):  # G_i = g_i^T a_i, [P, out] and [P, d]
+                # <G_i, S^-1 G_j A^-1> = <H_i, H_j> with H_i = L_s^T G_i L_a = sum_p (g_ip L_s)^T (a_ip L_a)
+                h = torch.einsum("npo,npd->nod", g @ l_s, a @ l_a).flatten(1)
+                gram += h @ h.T
             alpha = torch.linalg.pinv(gram) @ want
             with torch.no_grad():
-                for layer, p in zip(chosen, pre):
-                    delta = torch.einsum("a,aij->ij", alpha, p)
+                for layer, (g, a), (a_inv, s_inv) in zip(chosen, factors_of_rows, inverses):
+                    delta = s_inv @ torch.einsum("n,npo,npd->od", alpha, g, a) @ a_inv  # sum_i alpha_i S^-1 G_i A^-1
                     weight = delta[:, :-1] if layer.bias is not None else delta
                     layer.weight.add_(weight.reshape(layer.weight.shape).to(layer.weight.dtype))
                     if layer.bias is not None:
@@ -223,12 +214,53 @@ def fisher_edit(
             return int((margins(model(inputs).float(), labels, targets) >= 0).sum())
 
 
-def _split(layers: list[Editable], grads: tuple[Tensor, ...]) -> list[Tensor]:
-    """The flat tuple of parameter gradients as one ``[out, d]`` matrix (bias last) per layer, float64."""
-    out, at = [], 0
-    for layer in layers:
-        weight = grads[at].double()
-        bias = grads[at + 1].double() if layer.bias is not None else None
-        at += 2 if layer.bias is not None else 1
-        out.append(_matrix(layer, weight, bias))
-    return out
+def row_gradients(
+    model: nn.Module,
+    layers: list[Editable],
+    inputs: Tensor,
+    labels: Tensor,
+    targets: Tensor | None = None,
+    batch_size: int = 64,
+) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, the gradient of each input's margin (:func:`margins`) with respect to the layer's weight (an
+    ``[out, d]`` matrix with the bias as its last column) in factored form ``(g, a)``: ``[n, P, out]`` gradients at
+    the layer's output and ``[n, P, d]`` input rows over its ``P`` positions, the gradient of input ``i`` being
+    ``g[i].T @ a[i]`` (float64). One batched forward and backward pass per ``batch_size`` inputs, eval mode; each
+    layer must run once per forward.
+
+    Examples:
+        >>> model = nn.Sequential(nn.Linear(4, 3))
+        >>> [(g, a)] = row_gradients(model, [model[0]], torch.ones(2, 4), torch.tensor([0, 1]))
+        >>> g.shape, a.shape, (g[0].T @ a[0])[0].tolist()
+        (torch.Size([2, 1, 3]), torch.Size([2, 1, 5]), [1.0, 1.0, 1.0, 1.0, 1.0])
+    """
+    seen: list[tuple[Tensor, Tensor]] = []
+
+    def keep(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        out.retain_grad()
+        seen.append((args[0].detach(), out))
+
+    parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in layers]
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        with eval_mode(model), torch.enable_grad():
+            for at in range(0, len(inputs), batch_size):
+                seen.clear()
+                chunk = slice(at, at + batch_size)
+                sliced = targets[chunk] if targets is not None else None
+                margins(model(inputs[chunk]).float(), labels[chunk], sliced).sum().backward()
+                if len(seen) != len(layers):
+                    raise ValueError(f"each edited layer must run once per forward; hooks saw {len(seen)} calls.")
+                for i, (layer, (x, out)) in enumerate(zip(layers, seen)):
+                    n, r = x.shape[0], _rows(layer, x)
+                    g = out.grad.double()  # type: ignore[union-attr]
+                    if isinstance(layer, nn.Linear):
+                        g = g.reshape(n, -1, g.shape[-1])
+                    else:
+                        g = g.reshape(n, g.shape[1], -1).transpose(1, 2)
+                    parts[i].append((g, r.reshape(n, -1, r.shape[1])))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.zero_grad(set_to_none=True)
+    return [(torch.cat([g for g, _ in p]), torch.cat([a for _, a in p])) for p in parts]

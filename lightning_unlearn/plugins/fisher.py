@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
     from lightning_unlearn.request import RequestContext
 
+#: the valid ``restore_toward`` values of :class:`FisherEdit`
+RESTORE_TOWARD = ("auto", "pretrained", "request")
+
 
 class FisherEdit(UnlearningPlugin):
     """Unlearn the request before the first step with a few closed-form edits of the classifier's last ``layers``
@@ -38,16 +41,23 @@ class FisherEdit(UnlearningPlugin):
     Args:
         layers: how many of the last editable layers change (3 by default: with 2 a LeNet without normalisation lost
             9.3 points at k = 32 against 1.8).
-        margin: how far past the boundary (in logits) each instance is put.
+        margin: how far past the boundary (in logits) each instance is put; ``None``: 1.0 when the edit restores
+            toward the pre-trained model (deep enough that later requests' edits do not bring the instances back),
+            0.1 otherwise.
         lam: damping of the Kronecker factors, relative to their mean eigenvalue.
         iterations: Gauss-Newton iterations at most.
-        restore: how many inputs the edit also moves back to the *reference* model's margins (0: none): the retained
-            sample's first inputs when the callback has one, else a seeded draw of the request's protected inputs.
-            The reference is ``reference``, or the weights this plugin first saw (the pre-trained model, for a
-            callback that serves a whole sequence of requests): each request then also repairs what earlier
-            requests cost there, so the damage of a sequence does not become the next request's baseline.
+        restore: how many inputs (0: none) the edit also constrains, each to the margin a model gives it: the
+            retained sample's first inputs when the callback has one, else a seeded draw of the request's protected
+            inputs.
+        restore_toward: which model's margins: ``"request"`` (the weights this request started from: the inputs
+            are held where they are), ``"pretrained"`` (``reference``: each request also repairs what earlier
+            requests cost there, so the damage of a sequence does not become the next request's baseline), or
+            ``"auto"`` (``"pretrained"`` with a retained sample, ``"request"`` without: restoring protected inputs
+            of the request toward the pre-trained model also undoes the forgetting of earlier requests).
         reference: the weights to restore toward (a ``state_dict`` of the classifier; kept on the CPU), or ``None``
-            for the weights at this plugin's first request.
+            for the weights at this plugin's first request (the pre-trained model, for a callback that serves a
+            whole sequence; a new callback, or a request resumed from a checkpoint in a new process, starts from
+            the weights it is given).
 
     Raises:
         ValueError: if an argument is outside its valid range.
@@ -64,12 +74,15 @@ class FisherEdit(UnlearningPlugin):
     def __init__(
         self,
         layers: int = 3,
-        margin: float = 0.1,
+        margin: float | None = None,
         lam: float = 1e-2,
         iterations: int = 20,
         restore: int = 0,
+        restore_toward: str = "auto",
         reference: dict[str, Tensor] | None = None,
     ) -> None:
+        if restore_toward not in RESTORE_TOWARD:
+            raise ValueError(f"`restore_toward` must be one of {RESTORE_TOWARD}, got {restore_toward!r}.")
         for arg, value in (("layers", layers), ("iterations", iterations)):
             if value <= 0:
                 raise ValueError(f"`{arg}` must be > 0, got {value}.")
@@ -77,13 +90,14 @@ class FisherEdit(UnlearningPlugin):
             raise ValueError(f"`restore` must be >= 0, got {restore}.")
         if lam <= 0:
             raise ValueError(f"`lam` must be > 0, got {lam}.")
-        if margin < 0:
-            raise ValueError(f"`margin` must be >= 0, got {margin}.")
+        if margin is not None and margin < 0:
+            raise ValueError(f"`margin` must be >= 0 or None, got {margin}.")
         self.layers = int(layers)
-        self.margin = float(margin)
+        self.margin = None if margin is None else float(margin)
         self.lam = float(lam)
         self.iterations = int(iterations)
         self.restore = int(restore)
+        self.restore_toward = restore_toward
         self._reference = None if reference is None else {n: v.detach().cpu().clone() for n, v in reference.items()}
 
     @property
@@ -110,7 +124,8 @@ class FisherEdit(UnlearningPlugin):
         if len(y) == 0:
             return
         seed = int(trainer.strategy.broadcast(request.seed))  # the same draws on every process
-        restore = self._restore_targets(ctx, protected, torch.Generator().manual_seed(seed + 61))
+        restore, pretrained = self._restore_targets(ctx, protected, torch.Generator().manual_seed(seed + 61))
+        margin = self.margin if self.margin is not None else (1.0 if pretrained else 0.1)
         left = fisher_edit(
             module.classifier,
             x,
@@ -118,7 +133,7 @@ class FisherEdit(UnlearningPlugin):
             protected,
             t,
             layers=self.layers,
-            margin=self.margin,
+            margin=margin,
             lam=self.lam,
             iterations=self.iterations,
             generator=torch.Generator().manual_seed(seed + 60),
@@ -133,23 +148,31 @@ class FisherEdit(UnlearningPlugin):
 
     def _restore_targets(
         self, ctx: RequestContext, protected: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(inputs, labels, margins)`` of the reference model on the inputs to restore (the same on every process)."""
-        if not self.restore or self._reference is None:
-            return None
+    ) -> tuple[tuple[Tensor, Tensor, Tensor] | None, bool]:
+        """``(inputs, labels, margins)`` to restore (the same on every process), or ``None``; and whether they are the
+        reference model's (``restore_toward`` "pretrained", or "auto" with a retained sample) rather than this
+        request's start.
+        """
+        if not self.restore:
+            return None, False
         retained = next((p.inputs for p in ctx.request.plugins if isinstance(p, RetainDistillation)), None)
         if retained is not None:
             retained = gather_rows(ctx.trainer, retained)
-        if retained is not None and len(retained):
+        has_sample = retained is not None and len(retained) > 0
+        pretrained = self.restore_toward == "pretrained" or (self.restore_toward == "auto" and has_sample)
+        if retained is not None and has_sample:
             inputs = retained[: self.restore]
         else:
             inputs = protected[torch.randperm(len(protected), generator=generator)[: self.restore].to(protected.device)]
         if len(inputs) == 0:
-            return None
+            return None, pretrained
         classifier = ctx.module.classifier
-        current = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
-        classifier.load_state_dict(self._reference)
-        logits = predict(classifier, inputs)
-        classifier.load_state_dict(current)
+        if pretrained and self._reference is not None:
+            current = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
+            classifier.load_state_dict(self._reference)
+            logits = predict(classifier, inputs)
+            classifier.load_state_dict(current)
+        else:
+            logits = predict(classifier, inputs)
         labels = logits.argmax(-1)
-        return inputs, labels, margins(logits.float(), labels)
+        return (inputs, labels, margins(logits.float(), labels)), pretrained
