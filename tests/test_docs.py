@@ -248,7 +248,8 @@ def test_the_defaults_the_pages_state() -> None:
     assert (anchors["eps"], anchors["steps"], anchors["per_instance"], anchors["loss"]) == (None, 10, 21, "kl")
     assert PGDAnchors().radii(torch.zeros(1, 3, 32, 32)) == (2.0, 4.0, 8.0)
     assert _defaults(ShiftedCopies) == {"copies": 20, "max_shift": None, "fill": 0.0, "weight": 10.0, "batch_size": 256}
-    assert _defaults(FisherEdit) == {"layers": 3, "margin": 0.1, "lam": 1e-2, "iterations": 20}
+    fisher = {"layers": 3, "margin": None, "lam": 1e-2, "iterations": 20, "restore": 64, "restore_toward": "auto"}
+    assert _defaults(FisherEdit) == fisher | {"reference": None}
     edit = _defaults(LastLayerEdit)
     assert edit == {"margin": 0.1, "lam": 1e-3, "rounds": 3, "select": False, "proxy_copies": 8}
 
