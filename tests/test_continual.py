@@ -166,3 +166,24 @@ def test_keep_forget_data_warns_that_a_checkpoint_brings_no_earlier_forget_sets(
     with pytest.warns(UserWarning, match=message):
         callback.load_state_dict(state)
     assert [s.request for s in callback.history] == [0] and callback.request is None
+
+
+def test_with_a_retained_sample_a_sequence_repairs_earlier_damage_toward_the_pretrained_model(
+    digits: Split, digits_cnn: nn.Module
+) -> None:
+    """The default Fisher edit restores 64 retained inputs to the pre-trained model's margins in every request: after
+    five requests test accuracy is higher than with ``restore=0``, and every request is unlearned."""
+    from lightning_unlearn import FisherEdit
+
+    requests = _requests(digits, 5, 16)
+    retain = digits.x_train[forget_indices(len(digits.y_train), 200, seed=3)[100:]]  # outside the requests
+    accuracies = {}
+    for restore in (64, 0):
+        classifier = copy.deepcopy(digits_cnn)
+        callback = _callback(retain=retain, fisher_edit=FisherEdit(restore=restore))
+        module = UnlearningModule(classifier, num_classes=10)
+        for x, y in requests:
+            _fit(module, callback, x, y)
+            assert callback.summary is not None and callback.summary.unlearned
+        accuracies[restore] = accuracy(classifier, digits.x_test, digits.y_test)
+    assert accuracies[64] > accuracies[0] + 0.04  # 95.8 % against 87.5 % when written
