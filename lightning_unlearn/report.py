@@ -111,6 +111,9 @@ class RequestRecord(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"history": [s.to_dict() for s in self.history], "in_progress": False}
+        fisher = getattr(self, "fisher_edit", None)
+        if fisher is not None and fisher.reference is not None:  # weights (the pre-trained model's), never data
+            state["fisher_reference"] = fisher.reference
         if self._request is not None:
             state.update(in_progress=True, request=self._request.state_dict())
         return state
@@ -119,6 +122,9 @@ class RequestRecord(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [RequestSummary.from_dict(s) for s in state_dict.get("history", [])]
         self._resume = dict(state_dict) if state_dict.get("in_progress") else None
+        fisher = getattr(self, "fisher_edit", None)
+        if fisher is not None and state_dict.get("fisher_reference") is not None:
+            fisher.use_reference(state_dict["fisher_reference"])
         if self.keep_forget_data and self.history and not self._kept:
             rank_zero_warn(
                 f"`keep_forget_data=True`: the forget sets of this checkpoint's {len(self.history)} earlier requests"

@@ -91,27 +91,30 @@ def test_nothing_of_a_deleted_instance_is_carried_to_the_next_request(digits: Sp
     assert callback.history[1].remaining_before == 4 and callback.history[1].unlearned
 
 
+@pytest.mark.parametrize("with_retain", [False, True], ids=["forget-only", "retain"])
 def test_a_sequence_resumes_from_a_checkpoint_between_requests(
-    digits: Split, digits_cnn: nn.Module, tmp_path: Path
+    digits: Split, digits_cnn: nn.Module, tmp_path: Path, with_retain: bool
 ) -> None:
     """Request 2 run from a checkpoint written after request 1, in a fresh module and callback, gives the weights,
-    request counter and summary of the uninterrupted sequence bit for bit."""
+    request counter and summary of the uninterrupted sequence bit for bit (with a retained sample: the Fisher edit's
+    reference, the pre-trained weights, comes back from the checkpoint)."""
     (x1, y1), (x2, y2) = _requests(digits, 2, 4)
     pretrained = copy.deepcopy(digits_cnn)
+    retain = {"retain": digits.x_train[forget_indices(len(digits.y_train), 100, seed=3)[40:]]} if with_retain else {}
 
-    straight = _callback()
+    straight = _callback(**retain)
     module = UnlearningModule(copy.deepcopy(pretrained), num_classes=10)
     L.seed_everything(0, verbose=False)
     _fit(module, straight, x1, y1)
     L.seed_everything(1, verbose=False)
     _fit(module, straight, x2, y2)
 
-    first = _callback()
+    first = _callback(**retain)
     module_a = UnlearningModule(copy.deepcopy(pretrained), num_classes=10)
     L.seed_everything(0, verbose=False)
     _fit(module_a, first, x1, y1).save_checkpoint(tmp_path / "after-request-1.ckpt")
 
-    resumed = _callback()
+    resumed = _callback(**retain)
     module_b = UnlearningModule(copy.deepcopy(pretrained), num_classes=10)  # weights come from the checkpoint
     L.seed_everything(1, verbose=False)
     _fit(module_b, resumed, x2, y2, ckpt_path=str(tmp_path / "after-request-1.ckpt"))

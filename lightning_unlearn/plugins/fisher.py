@@ -102,12 +102,20 @@ class FisherEdit(UnlearningPlugin):
         self.iterations = int(iterations)
         self.restore = int(restore)
         self.restore_toward = restore_toward
-        self._reference = None if reference is None else {n: v.detach().cpu().clone() for n, v in reference.items()}
+        self._reference: dict[str, Tensor] | None = None
+        if reference is not None:
+            self.use_reference(reference)
 
     @property
     def reference(self) -> dict[str, Tensor] | None:
         """The weights the edit restores toward (``None`` until the first request that restores toward them)."""
         return self._reference
+
+    def use_reference(self, weights: dict[str, Tensor]) -> None:
+        """Restore toward ``weights`` (a ``state_dict`` of the classifier, copied to the CPU) from now on; a sequence
+        resumed from a checkpoint gets its reference back this way.
+        """
+        self._reference = {n: v.detach().to("cpu", copy=True) for n, v in weights.items()}
 
     @override
     def setup(self, ctx: RequestContext) -> None:
