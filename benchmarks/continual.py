@@ -66,6 +66,15 @@ def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> Instanc
     )
 
 
+def resident_mib() -> int | None:
+    """This process's resident memory in MiB (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) // 1024 for line in status.splitlines() if line.startswith("VmRSS")), None)
+
+
 def outcome_row(
     setting: str,
     request: int,
@@ -89,7 +98,7 @@ def outcome_row(
         "forget_acc": accuracy(classifier, x, y), "earlier_forget_acc": accuracies,
         "relearned": sum(round(a * len(ye)) for a, (_, ye) in zip(accuracies, earlier)),
         "earlier_instances": sum(len(ye) for _, ye in earlier),
-        "test_acc": accuracy(classifier, split.x_test, split.y_test),
+        "test_acc": accuracy(classifier, split.x_test, split.y_test), "rss_mib": resident_mib(),
     }  # fmt: skip
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     return row
