@@ -42,7 +42,7 @@ def test_digits_benchmark_quick_run_writes_rows_and_table(tmp_path: Path, _pretr
 
 CONTINUAL_KEYS = {
     "setting", "seed", "request", "k", "unlearned", "finished_by", "steps", "seconds", "forget_acc",
-    "earlier_forget_acc", "relearned", "earlier_instances", "test_acc",
+    "earlier_forget_acc", "relearned", "earlier_instances", "test_acc", "rss_mib",
 }  # fmt: skip
 
 
@@ -60,6 +60,7 @@ def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pr
         assert set(row) - {"earlier_forget_acc"} == CONTINUAL_KEYS - {"earlier_forget_acc"}
         assert len(row.get("earlier_forget_acc", [])) == max(row["request"] - 1, 0)
         assert row["unlearned"] is True and row["forget_acc"] == 0.0 and row["test_acc"] > 0.75
+        assert row["rss_mib"] is None or row["rss_mib"] > 100  # MiB of a process that holds torch
     kept = [row for row in data["rows"] if row["setting"] == "keep_forget_data"]
     assert kept[1]["relearned"] == 0 and kept[1]["earlier_instances"] == 2  # the opt-in holds earlier requests
     assert stdout.count("\n| keep_forget_data | ") == 2 and "\n| default (union) | all 4 | 1 | 1/1 |" in stdout
