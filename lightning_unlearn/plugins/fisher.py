@@ -119,10 +119,9 @@ class FisherEdit(UnlearningPlugin):
 
     @override
     def setup(self, ctx: RequestContext) -> None:
-        toward = self.restore_toward == "pretrained" or (
-            self.restore_toward == "auto" and any(isinstance(p, RetainDistillation) for p in ctx.request.plugins)
-        )
-        if self.restore and toward and self._reference is None:  # the classifier holds its original weights here
+        if (
+            self.restore and self._toward_pretrained(ctx) and self._reference is None
+        ):  # the classifier holds its original weights here
             self._reference = {
                 n: v.detach().to("cpu", copy=True) for n, v in ctx.module.classifier.state_dict().items()
             }
@@ -161,6 +160,12 @@ class FisherEdit(UnlearningPlugin):
             f" {left} of {len(y)} instances for the steps."
         )
 
+    def _toward_pretrained(self, ctx: RequestContext) -> bool:
+        """Whether the restored margins are the reference model's (else this request's start)."""
+        return self.restore_toward == "pretrained" or (
+            self.restore_toward == "auto" and _retained_sample(ctx) is not None
+        )
+
     def _restore_targets(
         self, ctx: RequestContext, protected: Tensor, generator: torch.Generator
     ) -> tuple[tuple[Tensor, Tensor, Tensor] | None, bool]:
@@ -168,16 +173,12 @@ class FisherEdit(UnlearningPlugin):
         reference model's (``restore_toward`` "pretrained", or "auto" with a retained sample) rather than this
         request's start.
         """
-        if not self.restore:
+        sample = _retained_sample(ctx)
+        if not self.restore or (self.restore_toward == "auto" and sample is None):
             return None, False
-        retained = next((p.inputs for p in ctx.request.plugins if isinstance(p, RetainDistillation)), None)
-        if retained is not None:
-            retained = gather_rows(ctx.trainer, retained)
-        has_sample = retained is not None and len(retained) > 0
-        if self.restore_toward == "auto" and not has_sample:
-            return None, False
-        pretrained = self.restore_toward != "request"
-        if retained is not None and has_sample:
+        pretrained = self._toward_pretrained(ctx)
+        retained = gather_rows(ctx.trainer, sample.inputs) if sample is not None and sample.inputs is not None else None
+        if retained is not None and len(retained):
             inputs = retained[: self.restore]
         else:
             inputs = protected[torch.randperm(len(protected), generator=generator)[: self.restore].to(protected.device)]
@@ -193,3 +194,8 @@ class FisherEdit(UnlearningPlugin):
             logits = predict(classifier, inputs)
         labels = logits.argmax(-1)
         return (inputs, labels, margins(logits.float(), labels)), pretrained
+
+
+def _retained_sample(ctx: RequestContext) -> RetainDistillation | None:
+    """The request's retained-sample plugin, if the callback has one."""
+    return next((p for p in ctx.request.plugins if isinstance(p, RetainDistillation)), None)
