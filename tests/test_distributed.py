@@ -563,14 +563,16 @@ class WeightHash(Callback):
         (self.out / f"weights_rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
+@pytest.mark.parametrize("with_retain", [False, True], ids=["forget-only", "retain"])
 def test_the_fisher_edit_gives_every_process_the_same_weights(
-    tmp_path: Path, _pretrained_digits: nn.Module, digits: Split
+    tmp_path: Path, _pretrained_digits: nn.Module, digits: Split, with_retain: bool
 ) -> None:
     """The default request under two processes: the Fisher edit runs on the gathered forget set and protected inputs
-    with a broadcast seed, so both ranks end with identical weights, having taken no step."""
+    with a broadcast seed (with a retained sample: each rank's shard gathered, restored toward the same reference),
+    so both ranks end with identical weights, having taken no step."""
     model = copy.deepcopy(_pretrained_digits).eval()
     forget = digits_forget_set(digits, 16)
-    unlearning = InstanceUnlearning(seed=0)
+    unlearning = InstanceUnlearning(seed=0, retain=digits.x_train[-70:] if with_retain else None)
     kwargs = quiet_trainer_kwargs()
     kwargs.update(devices=2, strategy="ddp_fork")
     trainer = L.Trainer(max_epochs=-1, callbacks=[unlearning, WeightHash(unlearning, tmp_path)], **kwargs)
