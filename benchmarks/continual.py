@@ -7,10 +7,12 @@ After every request the script counts the instances of earlier requests that the
 - ``retain``: the defaults plus a retained sample (``--retain-fraction`` of the training data outside every request,
   distilled toward the model at the start of each request).
 - ``keep_forget_data``: ``InstanceUnlearning(keep_forget_data=True)``: earlier forget sets kept in memory, held
-  unlearned and included in the stop check (the explicit opt-in).
+  unlearned and included in the stop check (the explicit opt-in); ``keep_forget_data+retain``: the same with the
+  retained sample.
 
-With ``--union`` each setting except ``keep_forget_data`` also runs one request of all the sequence's instances on the
-pre-trained model (the reference a sequence should not fall below). Prints a markdown table and writes JSON.
+With ``--union`` each setting except the ``keep_forget_data`` ones also runs one request of all the sequence's
+instances on the pre-trained model (the reference a sequence should not fall below). Prints a markdown table and
+writes JSON.
 
     python benchmarks/continual.py                                   # digits CNN, 5 requests of 16, seeds 0 1 2
     python benchmarks/continual.py --requests 10 --k 8 --settings default retain --union
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from classifiers import CLASSIFIERS  # the "every classifier" benchmark's classifiers (signals, tabular, ...)
 from unlearn_digits import MODELS, load_task, quiet_trainer  # the single-request benchmark's Trainer and models
 
-SETTINGS = ("default", "retain", "keep_forget_data")
+SETTINGS = ("default", "retain", "keep_forget_data", "keep_forget_data+retain")
 
 
 def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> InstanceUnlearning:
@@ -60,8 +62,8 @@ def make_callback(setting: str, retain: Tensor, seed: int, args: Any) -> Instanc
         anchors=anchors,  # type: ignore[arg-type]
         **({"fisher_edit": FisherEdit(**fisher)} if fisher else {}),
         max_steps=args.max_steps,
-        keep_forget_data=setting == "keep_forget_data",
-        retain=retain if setting == "retain" else None,
+        keep_forget_data=setting.startswith("keep_forget_data"),
+        retain=retain if setting.endswith("retain") else None,
         seed=seed,
     )
 
@@ -209,7 +211,7 @@ def main() -> None:
         for setting in args.settings:
             L.seed_everything(seed, verbose=False)
             rows += run_sequence(split, base, requests, retain, setting, seed, args)
-            if args.union and setting != "keep_forget_data":
+            if args.union and not setting.startswith("keep_forget_data"):
                 L.seed_everything(seed, verbose=False)
                 rows.append(run_union(split, base, requests, retain, setting, seed, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,20 +49,22 @@ CONTINUAL_KEYS = {
 def test_continual_benchmark_smoke_run_writes_rows_and_table(tmp_path: Path, _pretrained_digits) -> None:
     out = tmp_path / "continual.json"
     args = ["--requests", "2", "--k", "2", "--seeds", "0", "--smoke-anchors", "--out", str(out)]  # default budget
-    stdout = run_script("continual.py", *args, "--settings", "default", "keep_forget_data", "--union")
+    settings = ["default", "keep_forget_data", "keep_forget_data+retain"]
+    stdout = run_script("continual.py", *args, "--settings", *settings, "--union")
     data = json.loads(out.read_text())
     assert 0.9 < data["pretrained_test_acc"] <= 1.0
     assert [(r["setting"], r["request"], r["k"]) for r in data["rows"]] == [
         ("default", 1, 2), ("default", 2, 2), ("default (union)", 0, 4), ("keep_forget_data", 1, 2),
-        ("keep_forget_data", 2, 2),
+        ("keep_forget_data", 2, 2), ("keep_forget_data+retain", 1, 2), ("keep_forget_data+retain", 2, 2),
     ]  # fmt: skip
     for row in data["rows"]:
         assert set(row) - {"earlier_forget_acc"} == CONTINUAL_KEYS - {"earlier_forget_acc"}
         assert len(row.get("earlier_forget_acc", [])) == max(row["request"] - 1, 0)
         assert row["unlearned"] is True and row["forget_acc"] == 0.0 and row["test_acc"] > 0.75
         assert row["rss_mib"] is None or row["rss_mib"] > 100  # MiB of a process that holds torch
-    kept = [row for row in data["rows"] if row["setting"] == "keep_forget_data"]
-    assert kept[1]["relearned"] == 0 and kept[1]["earlier_instances"] == 2  # the opt-in holds earlier requests
+    for setting in settings[1:]:
+        kept = [row for row in data["rows"] if row["setting"] == setting]
+        assert kept[1]["relearned"] == 0 and kept[1]["earlier_instances"] == 2  # the opt-in holds earlier requests
     assert stdout.count("\n| keep_forget_data | ") == 2 and "\n| default (union) | all 4 | 1 | 1/1 |" in stdout
 
 
