@@ -18,6 +18,7 @@ from lightning_unlearn.io import atomic_write_text, json_safe
 from lightning_unlearn.summary import RequestSummary
 
 if TYPE_CHECKING:
+    from lightning_unlearn.plugins.base import UnlearningPlugin
     from lightning_unlearn.request import ForgetPart, Request
 
 
@@ -89,14 +90,15 @@ def plot_trace(trace: Sequence[dict[str, float]], path: str | Path) -> Path:
 class RequestRecord(Callback):
     """What :class:`~lightning_unlearn.InstanceUnlearning` keeps of its requests: :attr:`history` (one
     :class:`~lightning_unlearn.RequestSummary` per request), :attr:`trace` (the values at each stop check and
-    validation), :attr:`receipts`; their JSON and plot; the checkpoint state (the history and the request in progress,
-    never forget data).
+    validation), :attr:`receipts`; their JSON and plot; the checkpoint state (the history, what the plugins carry
+    between requests and the request in progress, never forget data).
     """
 
     history: list[RequestSummary]
     trace: list[dict[str, float]]
     receipts: list[Path]
     keep_forget_data: bool
+    plugins: list[UnlearningPlugin]
     _kept: list[ForgetPart]
     _request: Request | None
     _resume: dict[str, Any] | None
@@ -111,9 +113,8 @@ class RequestRecord(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"history": [s.to_dict() for s in self.history], "in_progress": False}
-        fisher = getattr(self, "fisher_edit", None)
-        if fisher is not None and fisher.reference is not None:  # weights (the pre-trained model's), never data
-            state["fisher_reference"] = fisher.reference
+        carried = {p.name: p.sequence_state() for p in self.plugins}
+        state["plugins"] = {name: part for name, part in carried.items() if part}  # weights or values, never data
         if self._request is not None:
             state.update(in_progress=True, request=self._request.state_dict())
         return state
@@ -122,9 +123,10 @@ class RequestRecord(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [RequestSummary.from_dict(s) for s in state_dict.get("history", [])]
         self._resume = dict(state_dict) if state_dict.get("in_progress") else None
-        fisher = getattr(self, "fisher_edit", None)
-        if fisher is not None and state_dict.get("fisher_reference") is not None:
-            fisher.use_reference(state_dict["fisher_reference"])
+        carried = state_dict.get("plugins", {})
+        for plugin in self.plugins:
+            if plugin.name in carried:
+                plugin.load_sequence_state(carried[plugin.name])
         if self.keep_forget_data and self.history and not self._kept:
             rank_zero_warn(
                 f"`keep_forget_data=True`: the forget sets of this checkpoint's {len(self.history)} earlier requests"

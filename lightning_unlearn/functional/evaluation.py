@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -35,3 +38,27 @@ def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int =
         return float("nan")
     preds = predict(model, inputs, batch_size).argmax(-1).cpu()
     return float((preds == labels.cpu()).float().mean())
+
+
+@contextmanager
+def with_weights(model: nn.Module, weights: Mapping[str, Tensor] | None) -> Iterator[nn.Module]:
+    """``model`` holding ``weights`` (a ``state_dict``) inside the block, its own weights put back after (``None``:
+    unchanged).
+
+    Examples:
+        >>> model = nn.Linear(1, 1, bias=False)
+        >>> with with_weights(model, {"weight": torch.zeros(1, 1)}):
+        ...     float(model(torch.ones(1, 1)))
+        0.0
+        >>> float(model.weight.abs().sum()) > 0
+        True
+    """
+    if weights is None:
+        yield model
+        return
+    current = {n: v.detach().clone() for n, v in model.state_dict().items()}
+    model.load_state_dict(weights)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(current)

@@ -130,6 +130,16 @@ class UnlearningPlugin:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Keep ``state`` for the next :meth:`setup`."""
 
+    def sequence_state(self) -> dict[str, Any]:
+        """What the plugin carries from one request to the next (weights or plain values, never forget data); the
+        callback's checkpoint holds it, so a sequence resumed in a new process gets it back through
+        :meth:`load_sequence_state`.
+        """
+        return {}
+
+    def load_sequence_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`sequence_state` returned (called when the callback's checkpoint is loaded)."""
+
     def hparams(self) -> dict[str, Any]:
         """The configuration (public attributes of plain types), written into deletion receipts."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}

@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from lightning_unlearn.distributed import gather_request
 from lightning_unlearn.functional.edit import edit_last_layer, last_linear
-from lightning_unlearn.functional.evaluation import predict
+from lightning_unlearn.functional.evaluation import predict, with_weights
 from lightning_unlearn.functional.metrics import is_unlearned
 from lightning_unlearn.functional.neighbours import neighbour_copies
 from lightning_unlearn.plugins.base import UnlearningPlugin
@@ -150,14 +150,9 @@ class LastLayerEdit(UnlearningPlugin):
         """
         assert self._proxy is not None
         probe, reference = self._proxy
-        current = None
-        if weights is not None:
-            current = {n: v.detach().clone() for n, v in module.classifier.state_dict().items()}
-            module.classifier.load_state_dict(weights)
-        log_p = F.log_softmax(predict(module.classifier, probe), -1)
+        with with_weights(module.classifier, weights) as classifier:
+            log_p = F.log_softmax(predict(classifier, probe), -1)
         total = F.kl_div(log_p, F.log_softmax(reference, -1), reduction="sum", log_target=True)
-        if current is not None:
-            module.classifier.load_state_dict(current)
         sums = torch.stack([total, torch.tensor(float(len(probe)), device=total.device)])
         sums = trainer.strategy.reduce(sums, reduce_op="sum")
         return float(sums[0] / sums[1].clamp_min(1))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_unlearn.distributed import gather_request, gather_rows
-from lightning_unlearn.functional.evaluation import predict
+from lightning_unlearn.functional.evaluation import predict, with_weights
 from lightning_unlearn.functional.fisher import editable_layers, fisher_edit, margins
 from lightning_unlearn.plugins.base import UnlearningPlugin
 from lightning_unlearn.plugins.distill import RetainDistillation
@@ -119,12 +119,17 @@ class FisherEdit(UnlearningPlugin):
 
     @override
     def setup(self, ctx: RequestContext) -> None:
-        if (
-            self.restore and self._toward_pretrained(ctx) and self._reference is None
-        ):  # the classifier holds its original weights here
-            self._reference = {
-                n: v.detach().to("cpu", copy=True) for n, v in ctx.module.classifier.state_dict().items()
-            }
+        if self.restore and self._toward_pretrained(ctx) and self._reference is None:
+            self.use_reference(ctx.module.classifier.state_dict())  # the classifier holds its original weights here
+
+    @override
+    def sequence_state(self) -> dict[str, Any]:
+        return {} if self._reference is None else {"reference": self._reference}
+
+    @override
+    def load_sequence_state(self, state: dict[str, Any]) -> None:
+        if state.get("reference") is not None:
+            self.use_reference(state["reference"])
 
     @override
     def begin(self, ctx: RequestContext) -> None:
@@ -184,13 +189,7 @@ class FisherEdit(UnlearningPlugin):
             inputs = protected[torch.randperm(len(protected), generator=generator)[: self.restore].to(protected.device)]
         if len(inputs) == 0:
             return None, pretrained
-        classifier = ctx.module.classifier
-        if pretrained and self._reference is not None:
-            current = {n: v.detach().clone() for n, v in classifier.state_dict().items()}
-            classifier.load_state_dict(self._reference)
-            logits = predict(classifier, inputs)
-            classifier.load_state_dict(current)
-        else:
+        with with_weights(ctx.module.classifier, self._reference if pretrained else None) as classifier:
             logits = predict(classifier, inputs)
         labels = logits.argmax(-1)
         return (inputs, labels, margins(logits.float(), labels)), pretrained
